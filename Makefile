@@ -1,0 +1,27 @@
+# `make demo` installs into .venv and runs the pipeline on the sample data; `make test` runs the tests.
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+demo: install
+	dvc repro
+	@echo
+	@$(BIN)/python -c "import pandas as pd; v = pd.read_csv('data/interim/videos.csv'); r = pd.read_csv('data/interim/rejects.csv'); print(v.groupby(['split', 'label']).size().unstack(fill_value=0).to_string()); print(f'{len(v)} videos accepted, {len(r)} rejected: data/interim/videos.csv, data/interim/rejects.csv')"
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf data/sample data/interim .dvc/cache .dvc/tmp
