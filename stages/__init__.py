@@ -1,0 +1,1 @@
+"""DVC stages: each module reads its params, calls the library and writes its outputs atomically."""
