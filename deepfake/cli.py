@@ -1,0 +1,70 @@
+"""The `deepfake` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    help="Deepfake video detection pipeline: make sample data, ingest labelled videos, and more.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command("make-sample")
+def make_sample_command(
+    out: Path = typer.Argument(Path("data/sample"), help="Folder to write the clips and metadata.json to (replaced)."),
+    faces: Path = typer.Option(None, "--faces", help="Folder of face photos; default: portraits bundled with dependencies."),
+    clips_per_face: int = typer.Option(3, min=1, help="Real clips per face photo."),
+    fakes_per_real: int = typer.Option(1, min=0, help="Manipulated clips per real clip."),
+    frames: int = typer.Option(48, min=2, help="Frames per clip."),
+    seed: int = typer.Option(0, help="Random seed: the same seed gives the same clips."),
+) -> None:
+    """Make labelled sample clips offline: animated real faces and face-swap-style fakes."""
+    from deepfake.sample import SampleError, SampleSpec, make_sample
+
+    spec = SampleSpec(clips_per_face=clips_per_face, fakes_per_real=fakes_per_real, frames=frames, seed=seed)
+    try:
+        make_sample(out, faces=faces, spec=spec, log=typer.echo)
+    except SampleError as error:
+        _fail(str(error))
+
+
+@app.command()
+def ingest(
+    root: Path = typer.Argument(..., help="Folder of videos (with metadata.json, metadata.csv, or real/ and fake/)."),
+    metadata: str = typer.Option("auto", help="Metadata file under ROOT, or 'auto'."),
+    out_dir: Path = typer.Option(Path("data/interim"), help="Where videos.csv and rejects.csv are written."),
+    val: float = typer.Option(0.15, help="Fraction of videos for validation."),
+    test: float = typer.Option(0.15, help="Fraction of videos for test."),
+    seed: int = typer.Option(42, help="Split seed."),
+    use_given_split: bool = typer.Option(False, help="Honour the metadata's split column where set."),
+    min_frames: int = typer.Option(2, min=1, help="Reject videos with fewer frames."),
+) -> None:
+    """Validate and split a labelled video dataset, as the pipeline's dataset stage does."""
+    from deepfake.data import MetadataError, SplitParams, build_dataset
+
+    try:
+        dataset = build_dataset(
+            root, metadata, split=SplitParams(val=val, test=test, seed=seed, use_given=use_given_split),
+            min_frames=min_frames,
+        )
+    except (MetadataError, ValueError) as error:
+        _fail(str(error))
+    videos_path, rejects_path = dataset.write(out_dir)
+    typer.echo(dataset.summary())
+    for row in dataset.rejects.itertuples():
+        typer.echo(f"rejected {row.path}: {row.reason}")
+    typer.echo(f"wrote {videos_path} and {rejects_path}")
+
+
+if __name__ == "__main__":
+    app()
