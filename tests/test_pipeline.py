@@ -1,0 +1,86 @@
+"""`dvc repro` on a copy of the project: the real DVC pipeline, its cache, and its error messages."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import PROJECT_ROOT, make_clip
+
+pytestmark = pytest.mark.slow
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
+PROJECT_DIRS = ["deepfake", "stages"]
+
+
+def run(args, cwd, check=True):
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A git + DVC checkout of the project with a small sample, so `dvc repro` runs in seconds."""
+    root = tmp_path / "project"
+    for name in PROJECT_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    for name in PROJECT_DIRS:
+        shutil.copytree(PROJECT_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["sample"].update(clips_per_face=2, frames=8, width=320, height=240)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["git", "init", "-q"], root)
+    return root
+
+
+def dvc(project, *args, check=True):
+    return run([str(Path(sys.executable).with_name("dvc")), *args], project, check=check)
+
+
+def test_dvc_repro_builds_the_dataset_and_a_second_run_does_nothing(project):
+    first = dvc(project, "repro")
+    assert "Running stage 'sample'" in first.stdout and "Running stage 'dataset'" in first.stdout
+    videos = pd.read_csv(project / "data/interim/videos.csv")
+    rejects = pd.read_csv(project / "data/interim/rejects.csv")
+    assert len(videos) == 8 and rejects.empty
+    assert set(videos["split"]) == {"train", "val", "test"}
+    for _, group in videos.groupby("group"):
+        assert group["split"].nunique() == 1
+    assert (project / "dvc.lock").is_file()
+
+    again = dvc(project, "repro")
+    assert "Data and pipelines are up to date" in again.stdout
+    assert "Running stage" not in again.stdout
+
+
+def test_changing_a_split_param_reruns_only_the_dataset_stage(project):
+    dvc(project, "repro")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["dataset"]["split"]["seed"] = 7
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    rerun = dvc(project, "repro")
+    assert "Stage 'sample' didn't change, skipping" in rerun.stdout
+    assert "Running stage 'dataset'" in rerun.stdout
+
+
+def test_unreadable_metadata_stops_the_stage_with_file_and_line_and_no_traceback(project):
+    incoming = project / "incoming"
+    make_clip(incoming / "a.mp4")
+    (incoming / "metadata.json").write_text('{\n  "a.mp4": {"label": "REAL",\n  oops\n}\n')
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["dataset"]["root"] = "incoming"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    result = dvc(project, "repro", "dataset", check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "incoming/metadata.json, line 3" in output
+    assert "Traceback" not in output
+    assert not (project / "data/interim/videos.csv").exists()
