@@ -1,3 +1,9 @@
 """Deepfake video detection: dataset ingestion, frame sampling, face crops, training and inference."""
 
+import os
+
+# FFmpeg's own log lines ("moov atom not found") would repeat on stderr what our errors say in words.
+# Set before any module imports cv2.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 __version__ = "0.1.0"

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import unicodedata
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -177,8 +178,8 @@ def _read_json(path: Path, text: str) -> list[Entry]:
     elif isinstance(document, list):  # [{"path": ..., "label": ...}, ...]
         items = []
         for position, value in enumerate(document):
-            fields = dict(value) if isinstance(value, _Pairs) else {}
-            items.append((str(fields.pop("path", fields.pop("file", f"<item {position}>"))), value))
+            fields = {k.lower(): v for k, v in value} if isinstance(value, _Pairs) else {}
+            items.append((str(fields.get("path", fields.get("file", f"<item {position}>"))), value))
     else:
         raise MetadataError(f"{path}, line 1: expected a JSON object mapping file names to entries")
     entries = []
@@ -340,23 +341,30 @@ def split_by_group(labels: np.ndarray, groups: np.ndarray, *, val: float, test: 
 
 def _held_out_fold(labels: np.ndarray, groups: np.ndarray, ratio: float, seed: int) -> np.ndarray:
     mask = np.zeros(len(labels), dtype=bool)
-    n_groups = len(np.unique(groups))
-    if n_groups < 2:
+    if len(np.unique(groups)) < 2:
         return mask
-    n_classes = len(np.unique(labels))
-    n_splits = min(n_groups, max(2, round(1 / ratio)))
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    classes, class_sizes = np.unique(labels, return_counts=True)
     target = ratio * len(labels)
+    target_splits = max(2, round(1 / ratio))
+    # Candidates: folds at the asked size and up to twice it (bigger folds hold several groups, so they can
+    # hold both labels when groups are few), over a few shuffles; and holding nothing out, for sets so small
+    # that any hold-out would leave training without one of the labels.
+    candidates = [np.array([], dtype=int)]
+    for n_splits in range(target_splits, max(2, target_splits // 2) - 1, -1):
+        n_splits = min(n_splits, len(np.unique(groups)), class_sizes.max())
+        if n_splits < 2:
+            continue
+        for repeat in range(3):
+            folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + repeat)
+            with warnings.catch_warnings():  # "least populated class has fewer members than n_splits": expected
+                warnings.simplefilter("ignore", UserWarning)
+                candidates += [held for _, held in folds.split(np.zeros(len(labels)), labels, groups)]
 
     def badness(held: np.ndarray) -> tuple:
         rest = np.delete(labels, held)
-        return (len(np.unique(rest)) < n_classes, len(np.unique(labels[held])) < n_classes, abs(len(held) - target))
+        return (len(np.unique(rest)) < len(classes), len(np.unique(labels[held])) < len(classes),
+                abs(len(held) - target))
 
-    import warnings
-
-    with warnings.catch_warnings():  # "least populated class has fewer members than n_splits": expected on tiny sets
-        warnings.simplefilter("ignore", UserWarning)
-        candidates = [held for _, held in folds.split(np.zeros(len(labels)), labels, groups)]
     mask[min(candidates, key=badness)] = True
     return mask
 
@@ -519,7 +527,8 @@ def _apply_split(videos: pd.DataFrame, params: SplitParams) -> tuple[pd.DataFram
             )
             videos = videos.loc[~bad].copy()
         # A group with a given split anywhere takes it everywhere.
-        videos["split"] = videos["group"].map(per_group.drop(spanning.index).map(lambda s: s[0]))
+        given = per_group.drop(spanning.index).map(lambda s: s[0])
+        videos["split"] = videos["group"].map(given).astype(object)
     todo = videos["split"].isna()
     if todo.any():
         videos.loc[todo, "split"] = split_by_group(

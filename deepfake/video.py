@@ -7,11 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# FFmpeg's own log lines ("moov atom not found") would repeat on stderr what VideoError says in words.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 
@@ -62,7 +59,7 @@ def probe_video(path: str | os.PathLike, *, min_frames: int = 2) -> VideoInfo:
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
-            raise VideoError("not a readable video: OpenCV cannot open it (unknown format, or truncated)")
+            raise VideoError("not a readable video: OpenCV cannot open it (not a video, no video stream, or truncated)")
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         fps = float(capture.get(cv2.CAP_PROP_FPS))
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
@@ -76,12 +73,12 @@ def probe_video(path: str | os.PathLike, *, min_frames: int = 2) -> VideoInfo:
         height, width = frame.shape[:2]
         if frames <= 0:
             frames = _count_frames(capture)
-        if frames < min_frames:
-            raise VideoError(f"too few frames: {frames} (at least {min_frames} needed)")
         decodable = _frames_decodable(capture, frames)
         if decodable < frames - _TAIL_FRAMES_TRIED:
             raise VideoError(f"truncated or corrupt: header promises {frames} frames but decoding stops at frame {decodable}")
         header_frames, frames = frames, min(frames, decodable)
+        if frames < min_frames:
+            raise VideoError(f"too few frames: {frames} (at least {min_frames} needed)")
         if fps <= 0 or not np.isfinite(fps):
             raise VideoError("no frame rate in the container")
         return VideoInfo(frames=frames, fps=fps, width=int(width), height=int(height), header_frames=header_frames)
@@ -103,7 +100,7 @@ def _frames_decodable(capture: cv2.VideoCapture, frames: int) -> int:
     Seeking past the end of a cut-short stream lands on its last frame, so the position after the read,
     not the read's success, tells how far the data goes.
     """
-    reached = 0
+    reached = 1  # the first frame has been read already
     for index in range(frames - 1, max(-1, frames - 1 - _TAIL_FRAMES_TRIED), -1):
         capture.set(cv2.CAP_PROP_POS_FRAMES, index)
         ok, frame = capture.read()
