@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	dvc repro
 	@echo
-	@$(BIN)/python -c "import pandas as pd; v = pd.read_csv('data/interim/videos.csv'); r = pd.read_csv('data/interim/rejects.csv'); print(v.groupby(['split', 'label']).size().unstack(fill_value=0).to_string()); print(f'{len(v)} videos accepted, {len(r)} rejected: data/interim/videos.csv, data/interim/rejects.csv')"
+	@$(BIN)/deepfake summary
 
 test: install
 	$(BIN)/python -m pytest

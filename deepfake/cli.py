@@ -66,5 +66,28 @@ def ingest(
     typer.echo(f"wrote {videos_path} and {rejects_path}")
 
 
+@app.command()
+def summary(project: Path = typer.Option(Path("."), help="Project root holding data/.")) -> None:
+    """Summarise what the pipeline has produced: videos per split and label, rejects, frames and faces."""
+    import pandas as pd
+
+    data = project / "data"
+    videos_path = data / "interim" / "videos.csv"
+    if not videos_path.is_file():
+        _fail(f"{videos_path} not found: run `dvc repro` first")
+    videos = pd.read_csv(videos_path)
+    rejects = pd.read_csv(data / "interim" / "rejects.csv")
+    typer.echo(videos.groupby(["split", "label"]).size().unstack(fill_value=0).to_string())
+    typer.echo(f"{len(videos)} videos accepted, {len(rejects)} rejected ({data / 'interim'})")
+    for name, unit in (("frames", "frames"), ("faces", "face crops")):
+        report_path = data / name / "report.csv"
+        if report_path.is_file():
+            report = pd.read_csv(report_path)
+            count = report["faces" if name == "faces" else "frames"].sum()
+            problems = report[report["status"] != "ok"]
+            typer.echo(f"{count} {unit} from {len(report) - len(problems)} videos ({data / name})"
+                       + "".join(f"\n  {row.status} {row.video_id}: {row.reason}" for row in problems.itertuples()))
+
+
 if __name__ == "__main__":
     app()
