@@ -68,3 +68,24 @@ def test_make_sample_with_a_missing_faces_folder_says_so(tmp_path):
     result = runner.invoke(app, ["make-sample", str(tmp_path / "out"), "--faces", str(tmp_path / "nope")])
     assert result.exit_code == 2
     assert "face photo folder not found" in result.output
+
+
+def test_summary_reports_tables_and_problem_videos(tmp_path):
+    interim, faces = tmp_path / "data/interim", tmp_path / "data/faces"
+    interim.mkdir(parents=True)
+    faces.mkdir(parents=True)
+    pd.DataFrame({"video_id": ["a", "b", "c"], "split": ["train", "train", "test"],
+                  "label": ["REAL", "FAKE", "FAKE"]}).to_csv(interim / "videos.csv", index=False)
+    pd.DataFrame({"path": ["x.mp4"], "reason": ["empty file (0 bytes)"]}).to_csv(interim / "rejects.csv", index=False)
+    pd.DataFrame({"video_id": ["a", "b", "c"], "status": ["ok", "ok", "no_face"], "faces": [5, 7, 0],
+                  "reason": ["", "", "no face passed the thresholds in 4 sampled frames"]}).to_csv(faces / "report.csv", index=False)
+    result = runner.invoke(app, ["summary", "--project", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "3 videos accepted, 1 rejected" in result.output
+    assert "12 face crops from 2 videos" in result.output
+    assert "no_face c: no face passed the thresholds" in result.output
+
+
+def test_summary_before_any_run_says_what_to_do(tmp_path):
+    result = runner.invoke(app, ["summary", "--project", str(tmp_path)])
+    assert result.exit_code == 2 and "run `dvc repro` first" in result.output

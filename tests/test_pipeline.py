@@ -36,6 +36,8 @@ def project(tmp_path):
         shutil.copytree(PROJECT_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["sample"].update(clips_per_face=2, frames=8, width=320, height=240)
+    params["frames"]["per_video"] = 3
+    params["workers"]["workers"] = 1
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     run(["git", "init", "-q"], root)
     return root
@@ -45,9 +47,10 @@ def dvc(project, *args, check=True):
     return run([str(Path(sys.executable).with_name("dvc")), *args], project, check=check)
 
 
-def test_dvc_repro_builds_the_dataset_and_a_second_run_does_nothing(project):
+def test_dvc_repro_builds_the_pipeline_and_a_second_run_does_nothing(project):
     first = dvc(project, "repro")
-    assert "Running stage 'sample'" in first.stdout and "Running stage 'dataset'" in first.stdout
+    for stage in ("sample", "dataset", "frames", "faces"):
+        assert f"Running stage '{stage}'" in first.stdout
     videos = pd.read_csv(project / "data/interim/videos.csv")
     rejects = pd.read_csv(project / "data/interim/rejects.csv")
     assert len(videos) == 8 and rejects.empty
@@ -55,20 +58,37 @@ def test_dvc_repro_builds_the_dataset_and_a_second_run_does_nothing(project):
     for _, group in videos.groupby("group"):
         assert group["split"].nunique() == 1
     assert (project / "dvc.lock").is_file()
+    faces = pd.read_csv(project / "data/faces/faces.csv")
+    assert set(faces["video_id"]) == set(videos["video_id"]) and len(faces) == 3 * 8
+    assert all((project / "data/faces" / crop).is_file() for crop in faces["crop"])
 
     again = dvc(project, "repro")
     assert "Data and pipelines are up to date" in again.stdout
     assert "Running stage" not in again.stdout
 
 
-def test_changing_a_split_param_reruns_only_the_dataset_stage(project):
+def test_param_changes_rerun_only_the_stages_that_read_them(project):
     dvc(project, "repro")
     params = yaml.safe_load((project / "params.yaml").read_text())
+    params["faces"]["margin"] = 0.5
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    rerun = dvc(project, "repro")
+    for stage in ("sample", "dataset", "frames"):
+        assert f"Stage '{stage}' didn't change, skipping" in rerun.stdout
+    assert "Running stage 'faces'" in rerun.stdout
+    assert "faces: 24 crops from 8 videos (8 processed, 0 unchanged, 0 removed)" in rerun.stdout
+
     params["dataset"]["split"]["seed"] = 7
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     rerun = dvc(project, "repro")
     assert "Stage 'sample' didn't change, skipping" in rerun.stdout
     assert "Running stage 'dataset'" in rerun.stdout
+    # A new split changes the videos table, not any video's content: no video is decoded or detected again.
+    assert "(0 decoded, 8 unchanged, 0 removed)" in rerun.stdout
+    assert "(0 processed, 8 unchanged, 0 removed)" in rerun.stdout
+    faces = pd.read_csv(project / "data/faces/faces.csv")
+    videos = pd.read_csv(project / "data/interim/videos.csv")
+    assert faces.merge(videos[["video_id", "split"]], on="video_id", suffixes=("", "_now")).eval("split == split_now").all()
 
 
 def test_unreadable_metadata_stops_the_stage_with_file_and_line_and_no_traceback(project):
