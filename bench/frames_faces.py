@@ -1,0 +1,132 @@
+"""Benchmark of the frames and faces stages on real clips (default: ../shared/data/real-videos).
+
+Measures, in one run on the same machine:
+  1. the pipeline (update_frames + update_faces) with 1 worker and with 2 workers;
+  2. the naive way at the same sampled frames: read() every frame up to each sampled index, MTCNN on each
+     full-resolution frame one at a time;
+  3. adding one video to the already processed set;
+and writes quality figures (faces per frame on talking-head clips, tracks in the street scene) and a
+contact sheet of crops to bench/out/. Usage:
+
+    python bench/frames_faces.py [--videos DIR] [--limit N] [--skip-naive]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from deepfake.data import build_dataset
+from deepfake.extract import update_faces, update_frames
+from deepfake.faces import FaceParams, load_detector
+from deepfake.frames import FrameSampling, sample_frame_indices
+from deepfake.parallel import PoolSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+TALKING_HEADS = ("liveportrait--", "sadtalker--", "video-retalking--", "face-recognition--")
+STREET_SCENE = "facenet-pytorch--video"
+
+
+def run_pipeline(videos: pd.DataFrame, work: Path, sampling: FrameSampling, params: FaceParams, pool: PoolSettings):
+    started = time.perf_counter()
+    frames = update_frames(videos, work / "frames", sampling, 95, pool)
+    faces = update_faces(videos, work / "frames", work / "faces", params, 95, pool)
+    return time.perf_counter() - started, frames, faces
+
+
+def run_naive(videos: pd.DataFrame, sampling: FrameSampling, params: FaceParams) -> tuple[float, int]:
+    """read() every frame up to each sampled one; MTCNN, as constructed by default, on the full frame."""
+    import torch
+
+    torch.set_num_threads(2)
+    detector = load_detector()
+    started = time.perf_counter()
+    found = 0
+    for row in videos.itertuples():
+        wanted = set(sample_frame_indices(int(row.frames), float(row.fps), sampling))
+        capture = cv2.VideoCapture(row.path)
+        for index in range(max(wanted) + 1):
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index in wanted:
+                _, probs = detector.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                found += sum(p >= params.min_prob for p in probs) if probs is not None and probs[0] is not None else 0
+        capture.release()
+    return time.perf_counter() - started, found
+
+
+def contact_sheet(faces: pd.DataFrame, faces_dir: Path, target: Path, per_video: int = 4, tile: int = 96) -> None:
+    tiles = []
+    for _, group in faces.groupby("video_id"):
+        picks = group.iloc[np.linspace(0, len(group) - 1, min(per_video, len(group))).astype(int)]
+        for crop in picks["crop"]:
+            tiles.append(cv2.resize(cv2.imread(str(faces_dir / crop)), (tile, tile)))
+    columns = 16
+    while len(tiles) % columns:
+        tiles.append(np.zeros((tile, tile, 3), np.uint8))
+    rows = [np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)]
+    cv2.imwrite(str(target), np.vstack(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--videos", default=str(ROOT.parent / "shared/data/real-videos"))
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N videos")
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "bench/out/frames_faces"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+
+    videos = build_dataset(args.videos).videos
+    if args.limit:
+        videos = videos.head(args.limit)
+    sampling, params = FrameSampling(per_video=32), FaceParams()
+    results: dict = {"videos": len(videos), "frames_per_video": sampling.per_video}
+
+    one, _, _ = run_pipeline(videos, out / "w1", sampling, params, PoolSettings(workers=1))
+    two, frames, faces = run_pipeline(videos, out / "w2", sampling, params, PoolSettings(workers=2))
+    results.update(pipeline_1_worker_s=round(one, 1), pipeline_2_workers_s=round(two, 1),
+                   speedup_2_workers=round(one / two, 2), faces=len(faces.table), frames=len(frames.table))
+
+    # Incremental: the 2-worker output minus one video, then that video added back.
+    last = videos.iloc[[-1]]
+    subset = videos.iloc[:-1]
+    run_pipeline(subset, out / "w2", sampling, params, PoolSettings(workers=2))
+    added, _, again = run_pipeline(videos, out / "w2", sampling, params, PoolSettings(workers=2))
+    results.update(add_one_video_s=round(added, 1), add_one_fraction_of_full=round(added / two, 3),
+                   add_one_video=last["video_id"].item(), add_one_redone=again.redone)
+
+    if not args.skip_naive:
+        naive, naive_faces = run_naive(videos, sampling, params)
+        results.update(naive_s=round(naive, 1), naive_faces=naive_faces,
+                       speedup_vs_naive_1_worker=round(naive / one, 2), speedup_vs_naive_2_workers=round(naive / two, 2))
+
+    report = faces.report.merge(videos[["video_id", "relpath"]], on="video_id")
+    heads = report[report["relpath"].str.contains("|".join(TALKING_HEADS))]
+    street = report[report["relpath"].str.contains(STREET_SCENE)]
+    results.update(
+        talking_head_clips=len(heads),
+        talking_head_frames_with_face=round(heads["frames_with_face"].sum() / max(1, heads["frames"].sum()), 4),
+        talking_head_worst=heads.assign(rate=heads["frames_with_face"] / heads["frames"]).nsmallest(3, "rate")[
+            ["relpath", "rate"]].to_dict("records"),
+        street_scene_tracks=int(street["tracks"].sum()),
+        no_face_videos=report.loc[report["status"] != "ok", "relpath"].tolist(),
+    )
+    contact_sheet(faces.table, out / "w2" / "faces", out / "contact_sheet.png")
+    report.to_csv(out / "faces_report.csv", index=False)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
