@@ -8,10 +8,12 @@ not at all: they are written beside their final place and renamed into it, the m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,12 +25,13 @@ import pandas as pd
 from deepfake import faces as faces_module
 from deepfake import frames as frames_module
 from deepfake.atomic import atomic_dir, write_json
-from deepfake.faces import FaceParams, crop_with_margin, detect_faces, link_tracks, load_detector
+from deepfake.faces import FaceParams, crop_with_margin, detect_faces_batch, link_tracks, load_detector
 from deepfake.frames import FrameReadReport, FrameSampling, read_frames, sample_frame_indices
 from deepfake.parallel import Job, Outcome, PermanentError, PoolSettings, run_jobs
 from deepfake.video import VideoError
 
 FRAMES_MARKER = "frames.json"
+DETECTION_BATCH = 16
 FACE_COLUMNS = [
     "video_id", "split", "label", "label_id", "group", "frame_index", "time_s", "face", "track",
     "x1", "y1", "x2", "y2", "prob", "landmarks", "crop",
@@ -36,6 +39,7 @@ FACE_COLUMNS = [
 REPORT_COLUMNS = ["video_id", "status", "frames", "frames_with_face", "faces", "tracks", "reason"]
 
 
+@functools.cache
 def code_version(*modules) -> str:
     """A short hash of the modules' source: output made by other code is redone."""
     digest = hashlib.sha256()
@@ -74,7 +78,7 @@ class FramesJob:
 
 def frames_key(sha256: str, sampling: FrameSampling, jpeg_quality: int) -> str:
     return content_key(sha256=sha256, sampling=asdict(sampling), jpeg_quality=jpeg_quality,
-                       code=code_version(frames_module, _this_module()))
+                       code=code_version(frames_module, sys.modules[__name__]))
 
 
 def extract_frames(job: FramesJob) -> dict:
@@ -187,7 +191,7 @@ def _shared_detector():
 
 def faces_key(frames_key_: str, label: str, params: FaceParams, jpeg_quality: int) -> str:
     return content_key(frames=frames_key_, label=label, params=asdict(params), jpeg_quality=jpeg_quality,
-                       code=code_version(faces_module, _this_module()))
+                       code=code_version(faces_module, sys.modules[__name__]))
 
 
 def crop_prefix(video_id: str) -> str:
@@ -209,13 +213,19 @@ def extract_faces(job: FacesJob) -> dict:
     out_dir = Path(job.out_dir)
     detector = _shared_detector()
     detections, crops = [], []
-    for frame_index, time_s, file in job.frames:
-        frame = cv2.imread(str(Path(job.frames_dir) / file))
-        if frame is None:
-            raise OSError(f"cannot read frame {file}")
-        found = detect_faces(detector, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), job.params)
-        detections.append(found)
-        crops.append([crop_with_margin(frame, face, margin=job.params.margin, size=job.params.crop_size) for face in found])
+    # A chunk of frames at a time: MTCNN runs them as one batch, and a long video never sits in memory.
+    for start in range(0, len(job.frames), DETECTION_BATCH):
+        frames = []
+        for _, _, file in job.frames[start:start + DETECTION_BATCH]:
+            frame = cv2.imread(str(Path(job.frames_dir) / file))
+            if frame is None:
+                raise OSError(f"cannot read frame {file}")
+            frames.append(frame)
+        found_per_frame = detect_faces_batch(detector, [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames], job.params)
+        for frame, found in zip(frames, found_per_frame):
+            detections.append(found)
+            crops.append([crop_with_margin(frame, face, margin=job.params.margin, size=job.params.crop_size)
+                          for face in found])
     tracks = link_tracks(detections, job.params.track_iou)
 
     label_dir = out_dir / job.label.lower()
@@ -319,9 +329,3 @@ def update_faces(videos: pd.DataFrame, frames_dir: str | os.PathLike, out_dir: s
     table = table.join(info, on="video_id")[FACE_COLUMNS]
     return StageResult(table, pd.DataFrame(report, columns=REPORT_COLUMNS), redone=len(jobs), reused=reused,
                        removed=removed)
-
-
-def _this_module():
-    import sys
-
-    return sys.modules[__name__]

@@ -40,20 +40,57 @@ class Face:
 def load_detector(device: str = "cpu"):
     """MTCNN with the weights that ship inside facenet-pytorch (no download)."""
     from facenet_pytorch import MTCNN
+    from facenet_pytorch.models.utils import detect_face
 
+    # facenet-pytorch resizes (the image pyramid, every candidate box) with torch's "area" interpolation,
+    # adaptive average pooling, which took a third of MTCNN's CPU time here. OpenCV's INTER_AREA computes
+    # the same average several times faster; detections agree (same faces, box IoU ~0.96).
+    detect_face.imresample = _area_resample
     return MTCNN(keep_all=True, device=device)
+
+
+def _area_resample(images, size: tuple[int, int]):
+    import torch
+
+    if images.device.type != "cpu":
+        return torch.nn.functional.interpolate(images, size=size, mode="area")
+    height, width = size
+    arrays = images.permute(0, 2, 3, 1).numpy()
+    resized = np.stack([cv2.resize(np.ascontiguousarray(a), (width, height), interpolation=cv2.INTER_AREA)
+                        for a in arrays])
+    if resized.ndim == 3:  # OpenCV drops a single channel axis
+        resized = resized[..., None]
+    return torch.from_numpy(resized).permute(0, 3, 1, 2)
 
 
 def detect_faces(detector, frame_rgb: np.ndarray, params: FaceParams) -> list[Face]:
     """Faces in one RGB frame that pass the probability and size thresholds, at most `max_faces`."""
-    height, width = frame_rgb.shape[:2]
-    scale = min(1.0, params.max_side / max(height, width))
-    image = frame_rgb if scale == 1.0 else cv2.resize(
-        frame_rgb, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA
-    )
-    # No point building pyramid levels for faces the size threshold would drop anyway.
-    detector.min_face_size = max(12, int(params.min_size * scale * 0.8))
-    boxes, probs, landmarks = detector.detect(image, landmarks=True)
+    return detect_faces_batch(detector, [frame_rgb], params)[0]
+
+
+def detect_faces_batch(detector, frames_rgb: list[np.ndarray], params: FaceParams, batch_size: int = 16
+                       ) -> list[list[Face]]:
+    """Faces in each of several RGB frames; frames of one size run through MTCNN together (~15% faster)."""
+    results: list[list[Face]] = [[] for _ in frames_rgb]
+    by_shape: dict[tuple, list[int]] = {}
+    for number, frame in enumerate(frames_rgb):
+        by_shape.setdefault(frame.shape, []).append(number)
+    for (height, width, _), numbers in by_shape.items():
+        scale = min(1.0, params.max_side / max(height, width))
+        size = (round(width * scale), round(height * scale))
+        # No point building pyramid levels for faces the size threshold would drop anyway.
+        detector.min_face_size = max(12, int(params.min_size * scale * 0.8))
+        for start in range(0, len(numbers), batch_size):
+            chunk = numbers[start:start + batch_size]
+            images = np.stack([frames_rgb[n] if scale == 1.0 else cv2.resize(frames_rgb[n], size, interpolation=cv2.INTER_AREA)
+                               for n in chunk])
+            boxes, probs, landmarks = detector.detect(images, landmarks=True)
+            for n, frame_boxes, frame_probs, frame_points in zip(chunk, boxes, probs, landmarks):
+                results[n] = _kept_faces(frame_boxes, frame_probs, frame_points, scale, params)
+    return results
+
+
+def _kept_faces(boxes, probs, landmarks, scale: float, params: FaceParams) -> list[Face]:
     if boxes is None:
         return []
     faces = []
