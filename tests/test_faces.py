@@ -62,9 +62,9 @@ def test_probability_size_and_count_thresholds(detector):
     assert [f.size for f in every] == sorted((f.size for f in every), reverse=True)
     capped = detect_faces(detector, many, FaceParams(max_faces=2, min_size=0))
     assert [f.box for f in capped] == [f.box for f in every[:2]]  # the cap keeps the largest
-    threshold = (every[0].size + every[-1].size) / 2
-    large_only = detect_faces(detector, many, FaceParams(max_faces=50, min_size=threshold))
-    assert 0 < len(large_only) < len(every) and all(f.size >= threshold for f in large_only)
+    threshold = (every[0].size + every[-1].size) / 2  # pixels; min_size is a fraction of the shorter side
+    large_only = detect_faces(detector, many, FaceParams(max_faces=50, min_size=threshold / min(many.shape[:2])))
+    assert 0 < len(large_only) < len(every) and all(f.size >= threshold - 0.01 for f in large_only)
     assert detect_faces(detector, many, FaceParams(min_prob=1.01)) == []
 
 
