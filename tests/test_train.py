@@ -1,0 +1,139 @@
+"""Training end to end on face crops the pipeline makes: a run, early stopping, imbalance, resume after kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from deepfake.data import build_dataset
+from deepfake.extract import update_faces, update_frames
+from deepfake.faces import FaceParams
+from deepfake.frames import FrameSampling
+from deepfake.parallel import PoolSettings
+from deepfake.sample import SampleSpec, make_sample
+from deepfake.train import FaceCrops, TrainParams, class_weights, fit, training_rows
+from tests.conftest import PROJECT_ROOT
+
+TINY = TrainParams(backbone="resnet18", weights="none", input_size=64, epochs=2, batch_size=8, lr=1e-3,
+                   loader_workers=0, faces_per_video=3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    """Crops of the sample clips, made by the frames and faces stages' own functions."""
+    root = tmp_path_factory.mktemp("train")
+    make_sample(root / "clips", spec=SampleSpec(clips_per_face=2, frames=8, width=320, height=240), log=lambda _: None)
+    videos = build_dataset(root / "clips").videos
+    pool = PoolSettings(workers=1)
+    update_frames(videos, root / "frames", FrameSampling(per_video=4), 90, pool)
+    table = update_faces(videos, root / "frames", root / "faces", FaceParams(crop_size=64), 90, pool).table
+    assert set(table["split"]) == {"train", "val", "test"}
+    return table, root / "faces"
+
+
+def test_a_tiny_training_run_end_to_end(faces):
+    table, faces_dir = faces
+    messages = []
+    result = fit(table, faces_dir, TINY, log=messages.append)
+    history = result.history
+    assert list(history["epoch"]) == [1, 2]
+    assert np.isfinite(history[["train_loss", "val_loss", "train_accuracy", "val_accuracy"]].to_numpy()).all()
+    assert history["val_auc"].between(0, 1).all()  # val holds real faces, fakes and pseudo-fakes
+    assert result.best_epoch in (1, 2) and result.resumed_from == 0
+    assert result.origin.used == "none"
+    assert messages[0] == "backbone resnet18: weights none (random init, as asked)"
+    assert any(m.startswith("epoch 2: train loss") for m in messages)
+    result.model.eval()
+    assert result.model(torch.zeros(1, 3, 64, 64)).shape == (1, 2)
+
+
+def test_training_is_reproducible_for_a_seed(faces):
+    table, faces_dir = faces
+    params = TrainParams(**{**TINY.__dict__, "epochs": 1})
+    first = fit(table, faces_dir, params, log=lambda _: None)
+    second = fit(table, faces_dir, params, log=lambda _: None)
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, second.model.state_dict()[name]), name
+
+
+def test_early_stopping_keeps_the_best_epoch(faces):
+    table, faces_dir = faces
+    # With no learning (only batch-norm statistics move) the validation loss soon stops improving.
+    params = TrainParams(**{**TINY.__dict__, "epochs": 8, "lr": 0.0, "patience": 2})
+    result = fit(table, faces_dir, params, log=lambda _: None)
+    history = result.history
+    assert len(history) < params.epochs, "training should have stopped early"
+    assert result.best_epoch == int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    assert len(history) == result.best_epoch + params.patience
+
+
+def test_self_blending_trains_on_real_faces_only_and_balances_each_item(faces):
+    table, faces_dir = faces
+    rows = training_rows(table, TINY, "train")
+    assert (rows["label_id"] == 0).all() and rows.groupby("video_id").size().max() <= TINY.faces_per_video
+    dataset = FaceCrops(rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0)
+    item = dataset[0]
+    assert [label for _, label in item] == [0, 1] and item[0][0].shape == (3, 64, 64)
+    assert not torch.equal(item[0][0], item[1][0])
+    assert torch.equal(class_weights(dataset), torch.tensor([1.0, 1.0]))
+
+
+def test_class_imbalance_is_weighted_out(faces):
+    table, faces_dir = faces
+    reals = table[table["label_id"] == 0].head(2)
+    fakes = table[table["label_id"] == 1].head(10)
+    dataset = FaceCrops(pd.concat([reals, fakes]), faces_dir, size=64, train=True, fakes="dataset", seed=0)
+    weights = class_weights(dataset)
+    assert torch.allclose(weights, torch.tensor([12 / 4, 12 / 20]))
+    assert torch.isclose(weights[0] * 2, weights[1] * 10)  # each class carries the same total weight
+
+
+def test_bad_params_are_refused():
+    with pytest.raises(ValueError, match="train.fakes must be one of"):
+        TrainParams(fakes="gan")
+    with pytest.raises(ValueError, match="train.scheduler"):
+        TrainParams(scheduler="linear")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_kill_9_mid_training_then_rerun_gives_the_same_model(faces, tmp_path):
+    table, faces_dir = faces
+    table.to_csv(tmp_path / "faces.csv", index=False)
+    params = TrainParams(**{**TINY.__dict__, "epochs": 4, "patience": 10, "faces_per_video": 4})
+    checkpoint = tmp_path / "checkpoint.pt"
+    script = textwrap.dedent(f"""
+        import pandas as pd, torch
+        from deepfake.train import TrainParams, fit, save_model
+        result = fit(pd.read_csv({str(tmp_path / 'faces.csv')!r}), {str(faces_dir)!r}, TrainParams(**{params.__dict__!r}),
+                     checkpoint={str(checkpoint)!r}, log=lambda message: print(message, flush=True))
+        save_model(result.model, {str(tmp_path / 'model.pt')!r})
+        print("resumed from", result.resumed_from, flush=True)
+    """)
+
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    # Kill as soon as the first epoch's checkpoint is on disk: in the middle of the second epoch.
+    while time.monotonic() < deadline and process.poll() is None and not checkpoint.is_file():
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert checkpoint.is_file() and not (tmp_path / "model.pt").exists()
+
+    rerun = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resuming from" in rerun.stdout and "resumed from 0" not in rerun.stdout
+    resumed = torch.load(tmp_path / "model.pt", weights_only=True)
+
+    uninterrupted = fit(table, faces_dir, params, log=lambda _: None).model.state_dict()
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(tensor, resumed[name]), name
