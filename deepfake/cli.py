@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -87,6 +88,12 @@ def summary(project: Path = typer.Option(Path("."), help="Project root holding d
             problems = report[report["status"] != "ok"]
             typer.echo(f"{count} {unit} from {len(report) - len(problems)} videos ({data / name})"
                        + "".join(f"\n  {row.status} {row.video_id}: {row.reason}" for row in problems.itertuples()))
+    train_path = project / "reports" / "train.json"
+    if train_path.is_file():
+        train = json.loads(train_path.read_text())
+        typer.echo(f"model: {train['backbone']} ({train['weights_used']} weights), best epoch {train['best_epoch']} of "
+                   f"{train['epochs_run']}, val loss {train['val_loss']:.3f}, val AUC {train['val_auc']:.3f} "
+                   f"({project / 'models' / 'model.pt'})")
 
 
 if __name__ == "__main__":

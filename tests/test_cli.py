@@ -79,8 +79,13 @@ def test_summary_reports_tables_and_problem_videos(tmp_path):
     pd.DataFrame({"path": ["x.mp4"], "reason": ["empty file (0 bytes)"]}).to_csv(interim / "rejects.csv", index=False)
     pd.DataFrame({"video_id": ["a", "b", "c"], "status": ["ok", "ok", "no_face"], "faces": [5, 7, 0],
                   "reason": ["", "", "no face passed the thresholds in 4 sampled frames"]}).to_csv(faces / "report.csv", index=False)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/train.json").write_text(json.dumps({
+        "backbone": "efficientnet_lite0", "weights_used": "imagenet", "best_epoch": 3, "epochs_run": 5,
+        "val_loss": 0.25, "val_auc": 0.9712}))
     result = runner.invoke(app, ["summary", "--project", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert "model: efficientnet_lite0 (imagenet weights), best epoch 3 of 5, val loss 0.250, val AUC 0.971" in result.output
     assert "3 videos accepted, 1 rejected" in result.output
     assert "12 face crops from 2 videos" in result.output
     assert "no_face c: no face passed the thresholds" in result.output
