@@ -25,13 +25,12 @@ import pandas as pd
 from deepfake import faces as faces_module
 from deepfake import frames as frames_module
 from deepfake.atomic import atomic_dir, write_json
-from deepfake.faces import FaceParams, crop_with_margin, detect_faces_batch, link_tracks, load_detector
+from deepfake.faces import DETECTION_BATCH, FaceParams, crop_with_margin, detect_faces_batch, link_tracks, load_detector
 from deepfake.frames import FrameReadReport, FrameSampling, read_frames, sample_frame_indices
 from deepfake.parallel import Job, Outcome, PermanentError, PoolSettings, run_jobs
 from deepfake.video import VideoError
 
 FRAMES_MARKER = "frames.json"
-DETECTION_BATCH = 16
 FACE_COLUMNS = [
     "video_id", "split", "label", "label_id", "group", "frame_index", "time_s", "face", "track",
     "x1", "y1", "x2", "y2", "prob", "landmarks", "crop",

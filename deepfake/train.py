@@ -219,6 +219,8 @@ def fit(faces: pd.DataFrame, faces_dir: str | os.PathLike, params: TrainParams, 
     loader_options = dict(num_workers=params.loader_workers, collate_fn=collate_pairs,
                           pin_memory=device.type == "cuda", persistent_workers=False)
 
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=params.batch_size, **loader_options)
+
     key = run_key(faces, params)
     state = {"epoch": 0, "history": [], "best_loss": math.inf, "best_epoch": -1, "best_state": None, "stale": 0}
     resumed_from = 0
@@ -249,7 +251,6 @@ def fit(faces: pd.DataFrame, faces_dir: str | os.PathLike, params: TrainParams, 
         with tqdm(total=len(loader) * params.batch_size, desc=f"epoch {epoch + 1}/{params.epochs}", unit="img",
                   disable=None, dynamic_ncols=True) as progress:
             train_metrics = train_one_epoch(model, criterion, optimizer, loader, device, scaler, progress)
-        val_loader = torch.utils.data.DataLoader(val_set, batch_size=params.batch_size, **loader_options)
         probabilities, labels = predict_proba(model, val_loader, device)
         val_metrics = score(probabilities, labels)
         row = {"epoch": epoch + 1, "train_loss": train_metrics["loss"], "train_accuracy": train_metrics["accuracy"],
