@@ -15,10 +15,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
+# The clip the demo asks about: a manipulated one from the sample data.
+DEMO_CLIP ?= data/sample/astronaut_1_expression_warp.mp4
+
 demo: install
 	dvc repro
 	@echo
 	@$(BIN)/deepfake summary
+	@echo
+	$(BIN)/deepfake predict $(DEMO_CLIP)
 
 test: install
 	$(BIN)/python -m pytest

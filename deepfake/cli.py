@@ -94,6 +94,120 @@ def summary(project: Path = typer.Option(Path("."), help="Project root holding d
         typer.echo(f"model: {train['backbone']} ({train['weights_used']} weights), best epoch {train['best_epoch']} of "
                    f"{train['epochs_run']}, val loss {train['val_loss']:.3f}, val AUC {train['val_auc']:.3f} "
                    f"({project / 'models' / 'model.pt'})")
+    metrics_path = project / "reports" / "metrics.json"
+    if metrics_path.is_file():
+        typer.echo(_evaluation_summary(json.loads(metrics_path.read_text())))
+    promotion_path = project / "reports" / "promotion.json"
+    if promotion_path.is_file():
+        promotion = json.loads(promotion_path.read_text())
+        typer.echo(f"registry: {promotion['name']} version {promotion['version']} -> @{promotion['alias']} "
+                   f"({promotion['reason']})")
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _evaluation_summary(metrics: dict) -> str:
+    video, calibration = metrics["video"], metrics["calibration"]
+    lines = [f"test ({metrics['strategy']} aggregation, thresholds from {video['threshold_source']}):"]
+    for level in ("face", "frame", "video"):
+        m = metrics[level]
+        lines.append(f"  {level:5} n={m['count']:<5} AUC {_number(m.get('auc'))}  accuracy {_number(m.get('accuracy'))}  "
+                     f"balanced {_number(m.get('balanced_accuracy'))}  F1 {_number(m.get('f1'))}  "
+                     f"log loss {_number(m.get('log_loss'))}")
+    lines.append(f"  video AUC 95% interval {_number(video.get('auc_ci_low'))}-{_number(video.get('auc_ci_high'))}; "
+                 f"{video['no_face_videos']} test videos without a face")
+    lines.append(f"  calibration: temperature {_number(calibration['temperature'])}, test face ECE "
+                 f"{_number(calibration['ece_face_before'])} -> {_number(calibration['ece_face_after'])}")
+    lines.append("  robustness (video AUC): " + ", ".join(
+        f"{name} {_number(row.get('video_auc'))}" for name, row in metrics["robustness"].items()))
+    return "\n".join(lines)
+
+
+def _registry(action):
+    """Run a registry action; its errors (unreachable server, unknown name) become one-line messages."""
+    from deepfake.registry import RegistryError, connect
+
+    try:
+        connect(experiment=False)
+        return action()
+    except RegistryError as error:
+        _fail(str(error))
+
+
+def _video_paths(paths: list[Path]) -> list[tuple[Path, str]]:
+    """Files as given, folders expanded to the videos under them; a path with nothing to score carries why."""
+    from deepfake.video import is_video_file
+
+    found: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_dir():
+            videos = sorted(p for p in path.rglob("*") if p.is_file() and is_video_file(p))
+            found += [(video, "") for video in videos] or [(path, f"{path}: folder holds no video files")]
+        elif path.exists():
+            found.append((path, ""))
+        else:
+            found.append((path, f"{path}: no such file or folder"))
+    return found
+
+
+@app.command()
+def predict(
+    paths: list[Path] = typer.Argument(..., help="Video files and/or folders of videos."),
+    model: str = typer.Option("models:/deepfake-detector@champion", help="Registered model URI (models:/NAME@ALIAS or models:/NAME/VERSION)."),
+    format: str = typer.Option("json", "--format", help="json (one record per line) or csv."),
+) -> None:
+    """Is each video a deepfake? Prints one row per video: verdict, P(fake), faces and per-person scores.
+
+    Exit code 0 when every video was scored, 1 when any row is an ERROR, 2 when the model cannot be loaded.
+    """
+    import sys
+
+    import pandas as pd
+    from tqdm import tqdm
+
+    from deepfake.registry import load_detector_model
+
+    if format not in ("json", "csv"):
+        _fail(f"--format must be json or csv (got {format!r})")
+    loaded = _registry(lambda: load_detector_model(model))
+    typer.echo(f"model {model} (version {loaded.version}) loaded in {loaded.seconds:.1f} s", err=True)
+    rows = []
+    items = _video_paths(paths)
+    for path, problem in tqdm(items, desc="videos", unit="video", disable=None if len(items) > 1 else True, file=sys.stderr):
+        row = loaded.detector.predict(path) if not problem else loaded.detector.error_row(path, problem)
+        row |= {"model": model, "model_version": loaded.version}
+        rows.append(row)
+        if format == "json":
+            typer.echo(json.dumps({k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}))
+    if format == "csv":
+        table = pd.DataFrame(rows)
+        table["tracks"] = table["tracks"].map(json.dumps)
+        typer.echo(table.to_csv(index=False), nl=False)
+    raise typer.Exit(code=1 if any(row["verdict"] == "ERROR" for row in rows) else 0)
+
+
+@app.command()
+def models(name: str = typer.Option("deepfake-detector", help="Registered model name.")) -> None:
+    """List the registered versions with their aliases, test metrics and promotion decisions."""
+    from deepfake.registry import model_versions
+
+    table = _registry(lambda: model_versions(name))
+    typer.echo(table.to_string(index=False))
+
+
+@app.command()
+def promote(
+    version: str = typer.Argument(..., help="Version to move the alias to (also how to roll back)."),
+    name: str = typer.Option("deepfake-detector", help="Registered model name."),
+    alias: str = typer.Option("champion", help="Alias to move."),
+) -> None:
+    """Move an alias (default: champion) to a version by hand: promotion or rollback."""
+    from deepfake.registry import promote as move_alias
+
+    previous = _registry(lambda: move_alias(version, name, alias))
+    typer.echo(f"{name}@{alias}: version {previous or '(none)'} -> {version}")
 
 
 if __name__ == "__main__":

@@ -196,3 +196,33 @@ def preprocess(crops_bgr: list[np.ndarray], size: int) -> torch.Tensor:
     ]).astype(np.float32) / 255.0
     batch = (batch - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
     return torch.from_numpy(batch.transpose(0, 3, 1, 2).copy())
+
+
+def load_classifier(weights_path: str | os.PathLike, backbone: str, *, dropout: float = 0.0) -> Classifier:
+    """A trained classifier from its state_dict file (refused unless it is a plain state_dict), in eval mode."""
+    model, _ = build_classifier(backbone, "none", dropout=dropout, log=lambda _: None)
+    try:
+        model.load_state_dict(load_state_dict_file(weights_path))
+    except RuntimeError as error:
+        raise WeightsUnavailable(f"{weights_path}: does not fit backbone {backbone} ({str(error).splitlines()[0]})") from None
+    return model.eval()
+
+
+@torch.no_grad()
+def face_logits(model: nn.Module, crops_bgr: list[np.ndarray], size: int, *, batch_size: int = 64,
+                flip: bool = True) -> np.ndarray:
+    """FAKE-minus-REAL logit per face crop; P(fake) = sigmoid(logit / temperature).
+
+    With `flip` each crop is also scored mirrored and the two logits averaged (test-time augmentation: the
+    training data was flipped at random, so both views are in distribution).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(crops_bgr), batch_size):
+        batch = preprocess(crops_bgr[start:start + batch_size], size).to(device)
+        logits = model(batch).float()
+        if flip:
+            logits = (logits + model(torch.flip(batch, dims=[3])).float()) / 2
+        out.append((logits[:, 1] - logits[:, 0]).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)

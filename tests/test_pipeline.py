@@ -52,7 +52,7 @@ def dvc(project, *args, check=True):
 
 def test_dvc_repro_builds_the_pipeline_and_a_second_run_does_nothing(project):
     first = dvc(project, "repro")
-    for stage in ("sample", "dataset", "frames", "faces", "train"):
+    for stage in ("sample", "dataset", "frames", "faces", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in first.stdout
     videos = pd.read_csv(project / "data/interim/videos.csv")
     rejects = pd.read_csv(project / "data/interim/rejects.csv")
@@ -70,6 +70,27 @@ def test_dvc_repro_builds_the_pipeline_and_a_second_run_does_nothing(project):
     metrics = dvc(project, "metrics", "show").stdout
     assert "reports/train.json" in metrics and "best_epoch" in metrics and "val_auc" in metrics
     assert json.loads((project / "reports/train.json").read_text())["weights_used"] == "none"
+
+    # Evaluation: DVC reads its metrics and plots; the figures are there for people.
+    assert "reports/metrics.json" in metrics and "video.auc" in metrics
+    evaluation = json.loads((project / "reports/metrics.json").read_text())
+    assert evaluation["video"]["count"] >= 1 and evaluation["face"]["count"] >= evaluation["video"]["count"]
+    assert set(evaluation["strategies"]) == {"mean", "confident", "max_track"}
+    assert set(evaluation["robustness"]) == {"clean", "jpeg50", "downscale0.5"}
+    assert evaluation["calibration"]["temperature"] > 0
+    plots = dvc(project, "plots", "show", "--json").stdout
+    for plot in ("loss", "accuracy", "roc", "confusion"):
+        assert f'"{plot}"' in plots
+    for figure in ("roc", "confusion", "reliability", "history"):
+        assert (project / f"reports/figures/{figure}.png").stat().st_size > 1000
+
+    # Registration: the first version becomes champion, and predict loads it by alias.
+    promotion = json.loads((project / "reports/promotion.json").read_text())
+    assert promotion["version"] == "1" and promotion["alias"] == "champion"
+    clip = videos.loc[videos["split"] == "test", "path"].iloc[0]
+    predicted = run([sys.executable, "-m", "deepfake.cli", "predict", clip], project)
+    row = json.loads(predicted.stdout)
+    assert row["verdict"] in ("REAL", "FAKE") and row["model_version"] == "1"
 
     again = dvc(project, "repro")
     assert "Data and pipelines are up to date" in again.stdout

@@ -1,0 +1,184 @@
+"""Benchmark of `deepfake predict` on one 10 s 1080p video, and its peak memory on a 10-minute one.
+
+Measures, in one run on the same machine:
+  1. the detector's whole path (probe, sampled decode, detection, crops, classification, aggregation);
+  2. its unavoidable parts, each alone: decoding only the sampled frames, detection on them, classifying
+     the crops in batches — the ratio 1 / (2) is what loading, orchestration and glue cost;
+  3. the naive pipeline at the same frames: read() every frame up to each sampled index, facenet-pytorch's
+     MTCNN as constructed by default on each full-resolution frame one at a time, faces classified one by
+     one (run in a fresh interpreter, so the project's faster resampling is not in effect);
+  4. loading the model from an MLflow registry (SQLite) by alias;
+  5. peak resident memory of `deepfake predict` (a child process) on a 10-minute 1080p video.
+
+    python bench/predict.py [--model models/model.pt] [--skip-long] [--out bench/out/predict]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from deepfake.detector import DetectorConfig, VideoDetector  # noqa: E402
+from deepfake.faces import crop_with_margin, detect_faces_batch, load_detector  # noqa: E402
+from deepfake.frames import FrameSampling, read_frames, sample_frame_indices  # noqa: E402
+from deepfake.models import face_logits, load_classifier  # noqa: E402
+from deepfake.video import probe_video  # noqa: E402
+
+
+def make_clip(out: Path, seconds: int) -> Path:
+    """A 1080p talking-portrait clip from the sample generator (10 s), repeated by stream copy when longer."""
+    from deepfake.sample import SampleSpec, make_sample
+
+    short = out / "clip10s" / "astronaut_0.mp4"
+    if not short.is_file():
+        make_sample(out / "clip10s", spec=SampleSpec(clips_per_face=1, fakes_per_real=0, frames=240, fps=24,
+                                                     width=1920, height=1080), log=lambda _: None)
+    if seconds <= 10:
+        return short
+    import imageio_ffmpeg
+
+    long = out / f"clip{seconds}s.mp4"
+    if not long.is_file():
+        listing = out / "concat.txt"
+        listing.write_text("".join(f"file '{short.resolve()}'\n" for _ in range(seconds // 10)))
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "concat", "-safe", "0",
+                        "-i", str(listing), "-c", "copy", str(long)], check=True)
+    return long
+
+
+def timed(function, *args, **kwargs):
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return time.perf_counter() - started, result
+
+
+def parts(detector: VideoDetector, path: Path) -> dict:
+    """The unavoidable work, each part alone."""
+    config = detector.config
+    info = probe_video(path)
+    indices = sample_frame_indices(info.frames, info.fps, config.sampling)
+    decode_s, frames = timed(lambda: [frame for _, _, frame in read_frames(path, indices)])
+    rgb = [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in frames]
+    detect_s, found = timed(detect_faces_batch, detector.face_detector, rgb, config.faces)
+    crops = [crop_with_margin(frame, face, margin=config.faces.margin, size=config.faces.crop_size)[0]
+             for frame, faces in zip(frames, found) for face in faces]
+    classify_s, _ = timed(face_logits, detector.model, crops, config.input_size, batch_size=config.batch_size, flip=config.flip)
+    return {"decode_s": decode_s, "detect_s": detect_s, "classify_s": classify_s, "faces": len(crops)}
+
+
+def naive(path: str, model_path: str, backbone: str, per_video: int, input_size: int) -> dict:
+    import torch
+    from facenet_pytorch import MTCNN
+
+    from deepfake.faces import Face, FaceParams
+    from deepfake.models import preprocess
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = load_classifier(model_path, backbone)
+    mtcnn = MTCNN(keep_all=True, device="cpu")
+    started = time.perf_counter()
+    capture = cv2.VideoCapture(path)
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    wanted = set(sample_frame_indices(total, capture.get(cv2.CAP_PROP_FPS), FrameSampling(per_video=per_video)))
+    scores = []
+    params = FaceParams()
+    with torch.no_grad():
+        for index in range(max(wanted) + 1):
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index not in wanted:
+                continue
+            boxes, probs, points = mtcnn.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), landmarks=True)
+            for box, prob, landmark in zip(boxes if boxes is not None else [], probs if boxes is not None else [],
+                                           points if boxes is not None else []):
+                if prob < params.min_prob:
+                    continue
+                crop, _ = crop_with_margin(frame, Face(tuple(box), float(prob), landmark), margin=params.margin, size=params.crop_size)
+                batch = preprocess([crop], input_size)
+                logits = (model(batch) + model(torch.flip(batch, dims=[3]))) / 2
+                scores.append(float(torch.softmax(logits, 1)[0, 1]))
+    return {"seconds": time.perf_counter() - started, "faces": len(scores)}
+
+
+def registry_load_time(model_path: Path, config: DetectorConfig, work: Path) -> float:
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+    import mlflow
+
+    from deepfake.registry import connect, gate, load_detector_model, log_detector
+
+    connect(work)
+    with mlflow.start_run():
+        info = log_detector(model_path, config, "# benchmark\n")
+    version = mlflow.register_model(info.model_uri, "bench-detector").version
+    gate("bench-detector", version, "video.auc", None)
+    return load_detector_model("models:/bench-detector@champion").seconds
+
+
+def peak_memory_of_predict(model_dir: Path, clip: Path) -> tuple[float, float]:
+    """Seconds and peak RSS (MiB) of scoring `clip` in a child process with the logged model."""
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import mlflow.pyfunc, pandas as pd; "
+            f"m = mlflow.pyfunc.load_model({str(model_dir)!r}); print(m.predict(pd.DataFrame({{'video': [{str(clip)!r}]}})).to_json(orient='records'))")
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(result.stdout.strip()[:300])
+    return seconds, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(ROOT / "models/model.pt"))
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--per-video", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--skip-long", action="store_true", help="skip the 10-minute peak-memory run")
+    parser.add_argument("--out", default=str(ROOT / "bench/out/predict"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    clip = make_clip(out, 10)
+    config = DetectorConfig(backbone=args.backbone, sampling=FrameSampling(per_video=args.per_video))
+    detector = VideoDetector(load_classifier(args.model, args.backbone), config, load_detector())
+    detector.predict(clip)  # warm up: first-call allocations, lazy imports
+    results = {"clip": str(clip), "per_video": args.per_video}
+    ours = [timed(detector.predict, clip) for _ in range(args.repeats)]
+    results["ours_s"] = min(seconds for seconds, _ in ours)
+    results["ours_row"] = {k: v for k, v in ours[0][1].items() if k != "tracks"}
+    split = [parts(detector, clip) for _ in range(args.repeats)]
+    results["parts"] = {key: min(p[key] for p in split) for key in ("decode_s", "detect_s", "classify_s")}
+    results["parts_sum_s"] = sum(results["parts"].values())
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results["naive"] = pool.submit(naive, str(clip), args.model, args.backbone, args.per_video, config.input_size).result()
+    results["speedup_vs_naive"] = results["naive"]["seconds"] / results["ours_s"]
+    results["ours_over_parts"] = results["ours_s"] / results["parts_sum_s"]
+    results["registry_load_s"] = registry_load_time(Path(args.model), config, out)
+    if not args.skip_long:
+        long_clip = make_clip(out, 600)
+        import mlflow
+
+        model_dir = mlflow.artifacts.download_artifacts("models:/bench-detector@champion", dst_path=str(out / "model"))
+        seconds, peak = peak_memory_of_predict(Path(model_dir), long_clip)
+        results["long_video"] = {"clip": str(long_clip), "seconds": seconds, "peak_rss_mib": peak}
+    print(json.dumps(results, indent=2))
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
