@@ -19,7 +19,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -88,7 +87,7 @@ def naive(path: str, model_path: str, backbone: str, per_video: int, input_size:
     from deepfake.models import preprocess
 
     torch.set_num_threads(os.cpu_count() or 1)
-    model = load_classifier(model_path, backbone)
+    model = load_classifier(model_path, backbone).to(memory_format=torch.contiguous_format)  # the plain layout
     mtcnn = MTCNN(keep_all=True, device="cpu")
     started = time.perf_counter()
     capture = cv2.VideoCapture(path)
@@ -131,14 +130,17 @@ def registry_load_time(model_path: Path, config: DetectorConfig, work: Path) -> 
 
 def peak_memory_of_predict(model_dir: Path, clip: Path) -> tuple[float, float]:
     """Seconds and peak RSS (MiB) of scoring `clip` in a child process with the logged model."""
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); import mlflow.pyfunc, pandas as pd; "
-            f"m = mlflow.pyfunc.load_model({str(model_dir)!r}); print(m.predict(pd.DataFrame({{'video': [{str(clip)!r}]}})).to_json(orient='records'))")
+    # The child reports its own peak: RUSAGE_CHILDREN would also count the naive run's process.
+    code = (f"import sys, resource; sys.path.insert(0, {str(ROOT)!r}); import mlflow.pyfunc, pandas as pd; "
+            f"m = mlflow.pyfunc.load_model({str(model_dir)!r}); "
+            f"print(m.predict(pd.DataFrame({{'video': [{str(clip)!r}]}})).to_json(orient='records')); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(result.stdout.strip()[:300])
-    return seconds, peak
+    lines = result.stdout.strip().splitlines()
+    print(lines[0][:300])
+    return seconds, int(lines[-1]) / 1024
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ class DetectorConfig:
     temperature: float = 1.0
     threshold: float = 0.5
     flip: bool = True
-    batch_size: int = 64
+    batch_size: int = 16
     sampling: FrameSampling = field(default_factory=FrameSampling)
     faces: FaceParams = field(default_factory=FaceParams)
     aggregation: AggregationParams = field(default_factory=AggregationParams)

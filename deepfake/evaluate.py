@@ -26,7 +26,7 @@ LEVELS = ("face", "frame", "video")
 @dataclass(frozen=True)
 class EvaluateParams:
     flip: bool = True  # average each face's logit with its mirror image's
-    batch_size: int = 64
+    batch_size: int = 16
     calibrate: bool = True  # fit a temperature on the validation faces
     bootstrap: int = 1000  # rounds for the video AUC interval
     no_face_score: float | None = None  # None: videos without a face are reported, not scored

@@ -70,7 +70,10 @@ def detect_faces(detector, frame_rgb: np.ndarray, params: FaceParams) -> list[Fa
     return detect_faces_batch(detector, [frame_rgb], params)[0]
 
 
-DETECTION_BATCH = 16  # frames per MTCNN call: faster than one at a time, bounded memory for 1080p
+DETECTION_BATCH = 16  # frames per MTCNN call: faster than one at a time...
+# ...but MTCNN's first network makes 10-channel float maps of every pyramid level of every frame in the
+# batch (~350 MB for 16 frames at 960x540): batches are capped at this many detection pixels.
+DETECTION_PIXELS = 2_000_000
 
 
 def detect_faces_batch(detector, frames_rgb: list[np.ndarray], params: FaceParams,
@@ -86,8 +89,9 @@ def detect_faces_batch(detector, frames_rgb: list[np.ndarray], params: FaceParam
         min_pixels = params.min_size * min(height, width)
         # No point building pyramid levels for faces the size threshold would drop anyway.
         detector.min_face_size = max(12, int(min_pixels * scale * 0.8))
-        for start in range(0, len(numbers), batch_size):
-            chunk = numbers[start:start + batch_size]
+        step = max(1, min(batch_size, DETECTION_PIXELS // (size[0] * size[1])))
+        for start in range(0, len(numbers), step):
+            chunk = numbers[start:start + step]
             images = np.stack([frames_rgb[n] if scale == 1.0 else cv2.resize(frames_rgb[n], size, interpolation=cv2.INTER_AREA)
                                for n in chunk])
             boxes, probs, landmarks = detector.detect(images, landmarks=True)

@@ -205,11 +205,12 @@ def load_classifier(weights_path: str | os.PathLike, backbone: str, *, dropout: 
         model.load_state_dict(load_state_dict_file(weights_path))
     except RuntimeError as error:
         raise WeightsUnavailable(f"{weights_path}: does not fit backbone {backbone} ({str(error).splitlines()[0]})") from None
-    return model.eval()
+    # Channels-last lets oneDNN run the (depthwise) convolutions ~1.5-2x faster on CPU; same numbers.
+    return model.to(memory_format=torch.channels_last).eval()
 
 
 @torch.no_grad()
-def face_logits(model: nn.Module, crops_bgr: list[np.ndarray], size: int, *, batch_size: int = 64,
+def face_logits(model: nn.Module, crops_bgr: list[np.ndarray], size: int, *, batch_size: int = 16,
                 flip: bool = True) -> np.ndarray:
     """FAKE-minus-REAL logit per face crop; P(fake) = sigmoid(logit / temperature).
 
@@ -220,7 +221,7 @@ def face_logits(model: nn.Module, crops_bgr: list[np.ndarray], size: int, *, bat
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(crops_bgr), batch_size):
-        batch = preprocess(crops_bgr[start:start + batch_size], size).to(device)
+        batch = preprocess(crops_bgr[start:start + batch_size], size).to(device).contiguous(memory_format=torch.channels_last)
         logits = model(batch).float()
         if flip:
             logits = (logits + model(torch.flip(batch, dims=[3])).float()) / 2

@@ -43,6 +43,8 @@ def store(tmp_path_factory):
     make_sample(root / "clips", spec=SampleSpec(clips_per_face=1, fakes_per_real=1, frames=8, width=320, height=240),
                 log=lambda _: None)
     (root / "notes.mp4").write_text("this is text, not a video")
+    whole = next((root / "clips").glob("*.mp4")).read_bytes()
+    (root / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
     make_clip(root / "noise" / "noise.mp4", frames=8, size=(160, 120))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     yield root, weights
@@ -104,7 +106,7 @@ def test_predict_by_alias_on_generated_clips(store):
     root, _ = store
     ensure_champion(store)
     result = cli("predict", str(root / "clips"), str(root / "noise"), str(root / "notes.mp4"),
-                 str(root / "missing.mp4"), str(root / "empty_dir"))
+                 str(root / "missing.mp4"), str(root / "truncated.mp4"))
     assert result.returncode == 1, result.stderr  # some rows are errors
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     by_name = {Path(row["video"]).name: row for row in rows}
@@ -117,6 +119,7 @@ def test_predict_by_alias_on_generated_clips(store):
     assert by_name["noise.mp4"]["verdict"] == "NO_FACE" and by_name["noise.mp4"]["p_fake"] is None
     assert by_name["notes.mp4"]["verdict"] == "ERROR" and "not a readable video" in by_name["notes.mp4"]["reason"]
     assert by_name["missing.mp4"]["verdict"] == "ERROR" and "no such file" in by_name["missing.mp4"]["reason"]
+    assert by_name["truncated.mp4"]["verdict"] == "ERROR" and by_name["truncated.mp4"]["reason"].startswith("truncated.mp4: ")
     assert "Traceback" not in result.stderr and "loaded in" in result.stderr
 
 
