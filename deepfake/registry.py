@@ -209,13 +209,17 @@ def gate(name: str, version: str, metric: str, value: float | None, *, min_impro
 # ---------------------------------------------------------------- reading the registry
 
 
+def require_registered(client, name: str) -> None:
+    names = [m.name for m in client.search_registered_models()]
+    if name not in names:
+        raise RegistryError(f"no registered model {name!r} in {tracking_uri()}; registered: {', '.join(names) or 'none'}")
+
+
 def model_versions(name: str = MODEL_NAME) -> pd.DataFrame:
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    names = [m.name for m in client.search_registered_models()]
-    if name not in names:
-        raise RegistryError(f"no registered model {name!r} in {tracking_uri()}; registered: {', '.join(names) or 'none'}")
+    require_registered(client, name)
     aliases = client.get_registered_model(name).aliases  # alias -> version
     rows = []
     for version in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
@@ -279,9 +283,7 @@ def resolve_version(model_uri: str) -> str:
     reference = model_uri[len("models:/"):]
     name, _, rest = reference.partition("@") if "@" in reference else reference.partition("/")
     client = MlflowClient()
-    names = [m.name for m in client.search_registered_models()]
-    if name not in names:
-        raise RegistryError(f"no registered model {name!r} in {tracking_uri()}; registered: {', '.join(names) or 'none'}")
+    require_registered(client, name)
     if "@" in reference:
         try:
             return str(client.get_model_version_by_alias(name, rest).version)
