@@ -52,6 +52,17 @@ class DetectorConfig:
                              "aggregation": AggregationParams(**data["aggregation"])})
 
 
+@dataclass(eq=False)
+class FaceEvidence:
+    """One face the verdict rests on: where it is in the video, whose track, its calibrated score, its crop."""
+
+    frame_index: int
+    time_s: float
+    track: int
+    p_fake: float
+    crop: np.ndarray  # BGR, faces.crop_size square: what the classifier saw
+
+
 class VideoDetector:
     def __init__(self, model: nn.Module, config: DetectorConfig, face_detector=None) -> None:
         self.model = model.eval()
@@ -60,10 +71,16 @@ class VideoDetector:
 
     def predict(self, path: str | os.PathLike) -> dict:
         """One result row; a bad file or a video without faces is a row saying so, never an exception."""
+        return self.predict_with_faces(path, keep_faces=False)[0]
+
+    def predict_with_faces(self, path: str | os.PathLike, *, keep_faces: bool = True) -> tuple[dict, list[FaceEvidence]]:
+        """The row, and with `keep_faces` every face scored, with its crop: the evidence behind the verdict."""
+        faces: list[FaceEvidence] | None = [] if keep_faces else None
         try:
-            return self._predict(Path(path))
+            row = self._predict(Path(path), faces)
         except (VideoError, OSError) as error:
-            return self.error_row(path, str(error) or type(error).__name__)
+            return self.error_row(path, str(error) or type(error).__name__), []
+        return row, faces or []
 
     def error_row(self, path, reason: str) -> dict:
         return self._row(path, "ERROR", reason=reason)
@@ -73,7 +90,7 @@ class VideoDetector:
                 "frames": counts.get("frames", 0), "frames_with_face": counts.get("frames_with_face", 0),
                 "faces": counts.get("faces", 0), "tracks": counts.get("tracks", []), "reason": reason}
 
-    def _predict(self, path: Path) -> dict:
+    def _predict(self, path: Path, evidence: list[FaceEvidence] | None = None) -> dict:
         if not path.is_file():
             raise VideoError(f"{path}: no such file")
         try:
@@ -84,22 +101,26 @@ class VideoDetector:
         indices = sample_frame_indices(info.frames, info.fps, config.sampling)
         report = FrameReadReport()
         detections, logits, frame_numbers = [], [], []
+        kept = []  # (frame index, time, crop) per face, only when evidence is asked for
         chunk = []
 
         def flush() -> None:
-            found = detect_faces_batch(self.face_detector, [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for _, f in chunk], config.faces)
+            found = detect_faces_batch(self.face_detector, [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for _, _, f in chunk], config.faces)
             crops = []
-            for (index, frame), faces in zip(chunk, found):
+            for (index, seconds, frame), faces in zip(chunk, found):
                 detections.append(faces)
                 frame_numbers.append(index)
-                crops += [crop_with_margin(frame, face, margin=config.faces.margin, size=config.faces.crop_size)[0]
-                          for face in faces]
+                face_crops = [crop_with_margin(frame, face, margin=config.faces.margin, size=config.faces.crop_size)[0]
+                              for face in faces]
+                crops += face_crops
+                if evidence is not None:
+                    kept.extend((index, seconds, crop) for crop in face_crops)
             if crops:
                 logits.append(face_logits(self.model, crops, config.input_size, batch_size=config.batch_size, flip=config.flip))
             chunk.clear()
 
-        for index, _, frame in read_frames(path, indices, report=report):
-            chunk.append((index, frame))
+        for index, seconds, frame in read_frames(path, indices, report=report):
+            chunk.append((index, seconds, frame))
             if len(chunk) == DETECTION_BATCH:
                 flush()
         if chunk:
@@ -117,6 +138,9 @@ class VideoDetector:
             "track": [t for ids in tracks for t in ids],
             "p_fake": sigmoid(np.concatenate(logits) / config.temperature),
         })
+        if evidence is not None:
+            evidence.extend(FaceEvidence(int(index), float(seconds), int(track), float(p), crop)
+                            for (index, seconds, crop), track, p in zip(kept, faces["track"], faces["p_fake"]))
         video = video_scores(faces, config.aggregation).iloc[0]
         per_track = [{"track": int(track), "faces": int(len(group)), "p_fake": round(float(group["p_fake"].mean()), 4)}
                      for track, group in faces.groupby("track")]

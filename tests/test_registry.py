@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,32 +13,15 @@ import pytest
 import requests
 import torch
 
-from deepfake.aggregate import AggregationParams
-from deepfake.detector import DetectorConfig
-from deepfake.faces import FaceParams
-from deepfake.frames import FrameSampling
-from deepfake.models import build_classifier
 from deepfake.sample import SampleSpec, make_sample
-from tests.conftest import PROJECT_ROOT, make_clip
-
-CONFIG = DetectorConfig(backbone="resnet18", input_size=64, sampling=FrameSampling(per_video=4),
-                        faces=FaceParams(crop_size=64), aggregation=AggregationParams(strategy="mean"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import CONFIG, PROJECT_ROOT, free_port, make_clip, random_weights, register_version
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A fresh SQLite tracking store, a small random-init model's weights, and clips to score."""
     root = tmp_path_factory.mktemp("registry")
-    torch.manual_seed(0)
-    model, _ = build_classifier("resnet18", "none", log=lambda _: None)
-    weights = root / "model.pt"
-    torch.save(model.state_dict(), weights)
+    weights = random_weights(root / "model.pt")
     make_sample(root / "clips", spec=SampleSpec(clips_per_face=1, fakes_per_real=1, frames=8, width=320, height=240),
                 log=lambda _: None)
     (root / "notes.mp4").write_text("this is text, not a video")
@@ -49,19 +31,6 @@ def store(tmp_path_factory):
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     yield root, weights
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-
-
-def register_version(weights: Path, auc: float | None, *, name: str = "deepfake-detector"):
-    import mlflow
-
-    from deepfake.card import model_card  # noqa: F401  (the stage's card is tested in test_pipeline)
-    from deepfake.registry import connect, gate, log_detector
-
-    connect(weights.parent)
-    with mlflow.start_run():
-        info = log_detector(weights, CONFIG, "# card\n")
-    version = mlflow.register_model(info.model_uri, name).version
-    return gate(name, version, "video.auc", auc)
 
 
 def ensure_champion(store) -> None:
