@@ -46,6 +46,7 @@ class TrainParams:
     fakes: str = "self_blend"  # self_blend: pseudo-fakes from real faces; dataset: the labelled fakes; both
     faces_per_video: int = 0  # at most this many crops per video and epoch (0: all)
     loader_workers: int = 2
+    processes: int = 1  # > 1: the train stage runs under torchrun, DistributedDataParallel over that many processes
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -115,10 +116,32 @@ def class_weights(dataset: FaceCrops) -> torch.Tensor:
     return torch.tensor([total / (2 * max(real, 1)), total / (2 * max(fake, 1))], dtype=torch.float32)
 
 
-def pick_device() -> torch.device:
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process sits in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def join_process_group() -> Distributed:
+    """Under torchrun (WORLD_SIZE > 1) join the group: NCCL on GPUs, gloo on CPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Distributed(torch.distributed.get_rank(), world)
+
+
+def pick_device(processes: int = 1) -> torch.device:
     if torch.cuda.is_available():
-        return torch.device("cuda")
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
     return torch.device("cpu")
 
 
@@ -193,11 +216,18 @@ def run_key(faces: pd.DataFrame, params: TrainParams) -> str:
 
 def fit(faces: pd.DataFrame, faces_dir: str | os.PathLike, params: TrainParams, *,
         checkpoint: str | os.PathLike | None = None, log=print) -> TrainResult:
-    """Train on the train split, validate on val each epoch, keep the best; resume from `checkpoint`."""
+    """Train on the train split, validate on val each epoch, keep the best; resume from `checkpoint`.
+
+    Under torchrun each process trains on its share of every epoch's batches (DistributedDataParallel
+    averages the gradients, so all hold the same weights) and validates on the whole validation split;
+    only rank 0 logs and writes the checkpoint. The global batch stays `batch_size`.
+    """
     faces_dir = Path(faces_dir)
+    group = join_process_group()
+    log = log if group.main else (lambda _: None)
     torch.manual_seed(params.seed)
     model, origin = build_classifier(params.backbone, params.weights, dropout=params.dropout, log=log)
-    device = pick_device()
+    device = pick_device(group.world)
     model.to(device)
 
     train_set = FaceCrops(training_rows(faces, params, "train"), faces_dir, size=params.input_size, train=True,
@@ -244,13 +274,34 @@ def fit(faces: pd.DataFrame, faces_dir: str | os.PathLike, params: TrainParams, 
         torch.manual_seed(params.seed * 1000 + epoch)  # dropout and anything else drawing from torch
         train_set.set_epoch(epoch)
         model.freeze_backbone(epoch < params.freeze_epochs)
-        order = torch.Generator().manual_seed(params.seed * 1000 + epoch)
-        loader = torch.utils.data.DataLoader(train_set, batch_size=max(1, params.batch_size // images_per_item),
-                                             shuffle=True, generator=order, drop_last=len(train_set) > params.batch_size,
-                                             **loader_options)
-        with tqdm(total=len(loader) * params.batch_size, desc=f"epoch {epoch + 1}/{params.epochs}", unit="img",
-                  disable=None, dynamic_ncols=True) as progress:
-            train_metrics = train_one_epoch(model, criterion, optimizer, loader, device, scaler, progress)
+        batch_items = max(1, params.batch_size // images_per_item // group.world)
+        drop_last = len(train_set) > params.batch_size
+        if group.world > 1:
+            sampler = torch.utils.data.DistributedSampler(train_set, group.world, group.rank, shuffle=True,
+                                                          seed=params.seed * 1000, drop_last=drop_last)
+            sampler.set_epoch(epoch)
+            loader = torch.utils.data.DataLoader(train_set, batch_size=batch_items, sampler=sampler,
+                                                 drop_last=drop_last, **loader_options)
+            # Wrapped each epoch, after freezing: DDP syncs the gradients of the parameters that train now.
+            trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        else:
+            order = torch.Generator().manual_seed(params.seed * 1000 + epoch)
+            loader = torch.utils.data.DataLoader(train_set, batch_size=batch_items, shuffle=True, generator=order,
+                                                 drop_last=drop_last, **loader_options)
+            trained = model
+        with tqdm(total=len(loader) * batch_items * images_per_item, desc=f"epoch {epoch + 1}/{params.epochs}",
+                  unit="img", disable=None if group.main else True, dynamic_ncols=True) as progress:
+            train_metrics = train_one_epoch(trained, criterion, optimizer, loader, device, scaler, progress)
+        if group.world > 1:
+            # DDP syncs gradients, not batch-norm statistics: every process takes rank 0's, as DDP's forward does.
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, 0)
+            # Each process saw its share: average loss and accuracy, add up the speed.
+            totals = torch.tensor([train_metrics["loss"], train_metrics["accuracy"], train_metrics["images_per_s"]],
+                                  dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(totals)
+            train_metrics = {"loss": totals[0].item() / group.world, "accuracy": totals[1].item() / group.world,
+                             "images_per_s": totals[2].item()}
         probabilities, labels = predict_proba(model, val_loader, device)
         val_metrics = score(probabilities, labels)
         row = {"epoch": epoch + 1, "train_loss": train_metrics["loss"], "train_accuracy": train_metrics["accuracy"],
@@ -269,7 +320,7 @@ def fit(faces: pd.DataFrame, faces_dir: str | os.PathLike, params: TrainParams, 
         else:
             state["stale"] += 1
         state["epoch"] = epoch + 1
-        if checkpoint:
+        if checkpoint and group.main:
             save_checkpoint(checkpoint, key, model, optimizer, scheduler, state)
 
     model.load_state_dict(state["best_state"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,11 +24,18 @@ def main() -> None:
 
     params = load_params()
     train = TrainParams(**params["model"], **params["train"])
+    if train.processes > 1 and "LOCAL_RANK" not in os.environ:
+        # torchrun starts `processes` copies of this stage, which train together under DDP.
+        os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                  f"--nproc-per-node={train.processes}", "-m", "stages.train"])
     try:
-        connect()  # before training: an unreachable tracking server fails now, not after an hour of epochs
+        if int(os.environ.get("RANK", "0")) == 0:
+            connect()  # before training: an unreachable tracking server fails now, not after an hour of epochs
         result = fit(pd.read_csv(FACES_TABLE), FACES_DIR, train, checkpoint=CHECKPOINT)
     except (WeightsUnavailable, RegistryError, ValueError) as error:
         raise SystemExit(f"train: {error}") from None
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # the other processes of a DDP run hold the same weights: rank 0 writes and logs them
     save_model(result.model, "models/model.pt")
     Path(CHECKPOINT).unlink(missing_ok=True)  # finished: a rerun starts afresh
     write_csv(result.history, "reports/history.csv")
