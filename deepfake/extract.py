@@ -27,7 +27,7 @@ from deepfake import frames as frames_module
 from deepfake.atomic import atomic_dir, write_json
 from deepfake.faces import DETECTION_BATCH, FaceParams, crop_with_margin, detect_faces_batch, link_tracks, load_detector
 from deepfake.frames import FrameReadReport, FrameSampling, read_frames, sample_frame_indices
-from deepfake.parallel import Job, Outcome, PermanentError, PoolSettings, run_jobs
+from deepfake.parallel import Job, Outcome, PermanentError, PoolSettings, Runner, run_jobs
 from deepfake.video import VideoError
 
 FRAMES_MARKER = "frames.json"
@@ -264,8 +264,12 @@ def read_faces_record(path: Path) -> dict | None:
 
 
 def update_faces(videos: pd.DataFrame, frames_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                 params: FaceParams, jpeg_quality: int, pool: PoolSettings) -> StageResult:
-    """Bring `out_dir` in line with the sampled frames: detect and crop new or changed videos only."""
+                 params: FaceParams, jpeg_quality: int, pool: PoolSettings, *, run: Runner = run_jobs) -> StageResult:
+    """Bring `out_dir` in line with the sampled frames: detect and crop new or changed videos only.
+
+    `run` executes the per-video jobs: worker processes here by default, or any engine with the same
+    contract as `run_jobs` (the faces flow passes one that fans them out over a Dask cluster).
+    """
     frames_dir, out_dir = Path(frames_dir), Path(out_dir)
     parts_dir = out_dir / "parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -293,7 +297,7 @@ def update_faces(videos: pd.DataFrame, frames_dir: str | os.PathLike, out_dir: s
     def postfix(done: list[Outcome]) -> dict:
         return {"faces": sum(len(o.result["faces"]) for o in done if o.ok), "failed": sum(not o.ok for o in done)}
 
-    for outcome in run_jobs(extract_faces, jobs, pool, desc="faces", postfix=postfix):
+    for outcome in run(extract_faces, jobs, pool, desc="faces", postfix=postfix):
         if outcome.ok:
             records[outcome.job.name] = outcome.result
         else:

@@ -47,6 +47,7 @@ class PoolSettings:
     threads_per_worker: int = 0  # 0: the machine's cores shared out between the workers
     retries: int = 2
     retry_delay_s: float = 0.5
+    dask: str = ""  # faces stage: "" worker processes here; "local" a Dask LocalCluster; or a scheduler address
 
     @property
     def threads(self) -> int:
@@ -78,6 +79,10 @@ def _attempt(work: Callable[[Any], Any], job: Job) -> tuple[Any, str, bool]:
     except Exception as error:  # noqa: BLE001 - any other failure may be transient: the caller retries it
         where = traceback.extract_tb(error.__traceback__)[-1]
         return None, f"{type(error).__name__}: {error} (at {os.path.basename(where.filename)}:{where.lineno})", True
+
+
+# How a stage runs its jobs: run_jobs below, or another engine yielding Outcomes the same way.
+Runner = Callable[..., Iterator["Outcome"]]
 
 
 def run_jobs(

@@ -19,10 +19,11 @@ def main() -> None:
     params = load_params()
     faces = dict(params["faces"])
     jpeg_quality = faces.pop("jpeg_quality")
-    result = update_faces(
-        pd.read_csv(VIDEOS_TABLE), FRAMES_DIR, OUT_DIR, FaceParams(**faces), jpeg_quality,
-        PoolSettings(**params["workers"]),
-    )
+    pool = PoolSettings(**params["workers"])
+    update = update_faces
+    if pool.dask:  # only then are Prefect and Dask loaded
+        from flows.faces import update_faces_on_dask as update
+    result = update(pd.read_csv(VIDEOS_TABLE), FRAMES_DIR, OUT_DIR, FaceParams(**faces), jpeg_quality, pool)
     write_csv(result.table, f"{OUT_DIR}/faces.csv")
     write_csv(result.report, f"{OUT_DIR}/report.csv")
     report = result.report

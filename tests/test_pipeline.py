@@ -15,8 +15,8 @@ import yaml
 from tests.conftest import PROJECT_ROOT, make_clip
 
 pytestmark = pytest.mark.slow
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
-PROJECT_DIRS = ["deepfake", "stages"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", "prefect.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
+PROJECT_DIRS = ["deepfake", "stages", "flows"]
 
 
 def run(args, cwd, check=True):
