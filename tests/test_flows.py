@@ -210,7 +210,7 @@ def test_retrain_pushes_to_an_s3_remote_that_a_second_machine_pulls(prefect_api,
 def test_deployments_with_schedules_and_a_triggered_retrain_on_the_demo_data(prefect_api, project, tmp_path):  # noqa: F811
     """`prefect deploy --all` from prefect.yaml, then a process worker runs a triggered nightly retrain."""
     remote = tmp_path / "remote"
-    dvc(project, "remote", "add", "-d", "local", str(remote))
+    dvc(project, "remote", "add", "-d", "-f", "local", str(remote))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
     def prefect(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -1,0 +1,86 @@
+"""Benchmark: what Prefect orchestration adds to the demo pipeline.
+
+Two fresh copies of the project (code, dvc.yaml, params.yaml; no data, no cache) run the whole demo pipeline,
+one with `dvc repro`, the other with the retrain flow in a process with no Prefect server configured — so
+the flow pays for starting its temporary server, as a first unattended run on a bare machine would. The
+two runs alternate (dvc, flow, dvc, flow...) so the machine's background load falls on both alike.
+
+    python bench/flows.py [--rounds 1] [--tiny]
+
+--tiny shrinks the demo (fewer, smaller clips; 2 epochs) for a quick look; the figure that counts is the
+full demo's. Writes bench/out/flows/result.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out" / "flows"
+FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
+DIRS = ["deepfake", "stages", "flows"]
+BIN = Path(sys.executable).parent
+
+
+def fresh_project(where: Path, tiny: bool) -> Path:
+    for name in FILES:
+        (where / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, where / name)
+    for name in DIRS:
+        shutil.copytree(ROOT / name, where / name, ignore=shutil.ignore_patterns("__pycache__"))
+    if tiny:
+        params = yaml.safe_load((where / "params.yaml").read_text())
+        params["sample"].update(clips_per_face=2, frames=8, width=320, height=240)
+        params["frames"]["per_video"] = 4
+        params["train"]["epochs"] = 2
+        (where / "params.yaml").write_text(yaml.safe_dump(params))
+    subprocess.run(["git", "init", "-q"], cwd=where, check=True)
+    return where
+
+
+def timed(command: list[str], cwd: Path, env: dict) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--tiny", action="store_true")
+    args = parser.parse_args()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_TRACKING"))}
+    env |= {"PATH": f"{BIN}{os.pathsep}{env['PATH']}", "DVC_NO_ANALYTICS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true"}
+    flow = [sys.executable, "-c", "from flows.retrain import retrain; import sys; "
+            "sys.exit(0 if retrain(pull=False, push=False, return_state=True).is_completed() else 1)"]
+    runs = {"dvc_repro_s": [], "retrain_flow_s": []}
+    for _ in range(args.rounds):
+        for key, command in (("dvc_repro_s", [str(BIN / "dvc"), "repro"]), ("retrain_flow_s", flow)):
+            with tempfile.TemporaryDirectory() as tmp:
+                home = Path(tmp) / "prefect-home"
+                seconds = timed(command, fresh_project(Path(tmp) / "project", args.tiny), env | {"PREFECT_HOME": str(home)})
+            runs[key].append(round(seconds, 1))
+            print(f"{key}: {seconds:.1f} s", flush=True)
+    dvc_s, flow_s = min(runs["dvc_repro_s"]), min(runs["retrain_flow_s"])
+    result = {**runs, "demo": "tiny" if args.tiny else "full", "overhead_s": round(flow_s - dvc_s, 1),
+              "overhead_fraction": round((flow_s - dvc_s) / dvc_s, 3)}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
