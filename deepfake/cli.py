@@ -210,5 +210,30 @@ def promote(
     typer.echo(f"{name}@{alias}: version {previous or '(none)'} -> {version}")
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
+    model: str = typer.Option("models:/deepfake-detector@champion", help="Registered model URI; an @alias is followed when it moves."),
+    max_upload_mb: float = typer.Option(200.0, min=0.001, help="Largest upload accepted, in MB (413 beyond)."),
+    timeout: float = typer.Option(120.0, min=0.001, help="Seconds from the end of an upload to its answer (504 beyond)."),
+    workers: int = typer.Option(2, min=1, help="Videos scored at once; more requests wait their turn."),
+    max_pending: int = typer.Option(32, min=1, help="Requests in progress at once (uploading, waiting, scoring); 503 beyond."),
+    refresh: float = typer.Option(5.0, min=0.05, help="Seconds between checks of where the alias points."),
+    upload_dir: Path = typer.Option(None, help="Where each upload's private temporary folder goes; default: the system temp dir."),
+) -> None:
+    """Serve the web page (/) and the REST API (/v1/predict, /v1/health, /v1/model, docs at /docs)."""
+    import uvicorn
+
+    from deepfake.serve import MB, LiveModel, ServeSettings, create_app
+
+    settings = ServeSettings(model_uri=model, max_upload_bytes=int(max_upload_mb * MB), timeout_s=timeout,
+                             workers=workers, max_pending=max_pending, refresh_s=refresh, upload_dir=upload_dir)
+    live = _registry(lambda: LiveModel.load(model, refresh))
+    typer.echo(f"model {model} (version {live.current.version}) loaded in {live.current.seconds:.1f} s; "
+               f"serving http://{host}:{port}/", err=True)
+    uvicorn.run(create_app(live, settings), host=host, port=port, log_level="info")
+
+
 if __name__ == "__main__":
     app()
