@@ -39,7 +39,7 @@ from python_multipart.exceptions import MultipartParseError
 from starlette.requests import ClientDisconnect
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from deepfake.detector import FaceEvidence
+from deepfake.detector import FaceEvidence, VideoDetector
 from deepfake.registry import DEFAULT_MODEL_URI, LoadedDetector, load_detector_model, resolve_version
 from deepfake.video import VideoError, probe_video
 
@@ -289,12 +289,24 @@ def json_safe(row: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
+_worker = threading.local()
+
+
+def thread_detector(loaded: LoadedDetector) -> VideoDetector:
+    """This worker thread's own detector for `loaded`. The classifier is shared (read-only at inference);
+    the face detector is not, because detection sets its minimum face size per call, per video."""
+    own = getattr(_worker, "detector", None)
+    if own is None or own[0] is not loaded:
+        _worker.detector = (loaded, VideoDetector(loaded.detector.model, loaded.detector.config))
+    return _worker.detector[1]
+
+
 def score_upload(live: LiveModel, settings: ServeSettings, folder: Path, video: Path, filename: str,
                  evidence: bool) -> tuple[int, dict]:
     """Runs in a worker thread: (status, body). Removes the upload's folder whatever happens."""
     try:
         loaded = live.current
-        row, faces = loaded.detector.predict_with_faces(video, keep_faces=evidence)
+        row, faces = thread_detector(loaded).predict_with_faces(video, keep_faces=evidence)
         if row["verdict"] == "ERROR":
             # Decoded at the probe but not here (rare: damage between the first and last frames).
             return 422, {"detail": unreadable_message(filename, row["reason"].removeprefix(f"{video.name}: "))}
