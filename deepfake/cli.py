@@ -164,9 +164,9 @@ def predict(
     """
     import sys
 
-    import pandas as pd
     from tqdm import tqdm
 
+    from deepfake.detector import json_row, result_table
     from deepfake.registry import load_detector_model
 
     if format not in ("json", "csv"):
@@ -180,11 +180,9 @@ def predict(
         row |= {"model": model, "model_version": loaded.version}
         rows.append(row)
         if format == "json":
-            typer.echo(json.dumps({k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}))
+            typer.echo(json.dumps(json_row(row)))
     if format == "csv":
-        table = pd.DataFrame(rows)
-        table["tracks"] = table["tracks"].map(json.dumps)
-        typer.echo(table.to_csv(index=False), nl=False)
+        typer.echo(result_table(rows).to_csv(index=False), nl=False)
     raise typer.Exit(code=1 if any(row["verdict"] == "ERROR" for row in rows) else 0)
 
 

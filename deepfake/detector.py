@@ -8,6 +8,7 @@ streamed: a chunk of frames at a time is decoded, searched for faces and scored,
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +51,19 @@ class DetectorConfig:
         data = dict(data)
         return cls(**data | {"sampling": FrameSampling(**data["sampling"]), "faces": FaceParams(**data["faces"]),
                              "aggregation": AggregationParams(**data["aggregation"])})
+
+
+def json_row(row: dict) -> dict:
+    """A result row for JSON: a missing score (NaN) becomes null."""
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+
+
+def result_table(rows: list[dict]) -> pd.DataFrame:
+    """Result rows as a table for CSV, each row's per-person `tracks` as a JSON cell."""
+    table = pd.DataFrame(rows)
+    if "tracks" in table:
+        table["tracks"] = table["tracks"].map(json.dumps)
+    return table
 
 
 @dataclass(eq=False)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -39,7 +38,7 @@ from python_multipart.exceptions import MultipartParseError
 from starlette.requests import ClientDisconnect
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from deepfake.detector import FaceEvidence, VideoDetector
+from deepfake.detector import FaceEvidence, VideoDetector, json_row
 from deepfake.registry import DEFAULT_MODEL_URI, LoadedDetector, load_detector_model, resolve_version
 from deepfake.video import VideoError, probe_video
 
@@ -285,10 +284,6 @@ def evidence_payload(loaded: LoadedDetector, faces: list[FaceEvidence], shown: i
     ]}
 
 
-def json_safe(row: dict) -> dict:
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-
-
 _worker = threading.local()
 
 
@@ -310,7 +305,7 @@ def score_upload(live: LiveModel, settings: ServeSettings, folder: Path, video: 
         if row["verdict"] == "ERROR":
             # Decoded at the probe but not here (rare: damage between the first and last frames).
             return 422, {"detail": unreadable_message(filename, row["reason"].removeprefix(f"{video.name}: "))}
-        row = json_safe(row | {"video": filename, "model": settings.model_uri, "model_version": loaded.version})
+        row = json_row(row | {"video": filename, "model": settings.model_uri, "model_version": loaded.version})
         row["reason"] = row["reason"].replace(video.name, filename)
         if evidence:
             row["evidence"] = evidence_payload(loaded, faces, settings.evidence_faces)

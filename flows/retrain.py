@@ -32,21 +32,15 @@ class StageFailed(Exception):
     """A stage exited non-zero; the message is the stage's own last words."""
 
 
-def pipeline_stages(project: str | os.PathLike) -> list[str]:
-    """The stages of dvc.yaml in the order they must run (dependencies first)."""
+def read_pipeline(project: str | os.PathLike) -> tuple[list[str], str | None]:
+    """The stages of dvc.yaml in the order they must run (dependencies first), and the default remote."""
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(project)) as repo:
         # DVC's graph points from a stage to the stages it depends on.
-        return [stage.name for stage in reversed(list(nx.topological_sort(repo.index.graph)))]
-
-
-def default_remote(project: str | os.PathLike) -> str | None:
-    from dvc.repo import Repo
-
-    with Repo(str(project)) as repo:
-        return repo.config["core"].get("remote")
+        stages = [stage.name for stage in reversed(list(nx.topological_sort(repo.index.graph)))]
+        return stages, repo.config["core"].get("remote")
 
 
 def dvc(project: str | os.PathLike, *args: str) -> tuple[int, list[str]]:
@@ -128,13 +122,12 @@ def retrain(project: str = ".", pull: bool = True, push: bool = True, retries: i
     """Run the DVC pipeline stage by stage and return what ran, what was skipped and the registry's decision."""
     project = str(Path(project).resolve())
     logger = get_run_logger()
-    remote = default_remote(project)
-    if pull and remote:
-        transfer(project, "pull")
     try:
-        stages = pipeline_stages(project)
+        stages, remote = read_pipeline(project)
     except DvcException as error:
         return Failed(message=f"{project}: {error}")
+    if pull and remote:
+        transfer(project, "pull")
     ran, skipped = [], []
     for stage in stages:
         run_stage = reproduce.with_options(retries=retries, retry_delay_seconds=retry_delay_s)

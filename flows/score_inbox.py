@@ -14,12 +14,12 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
 from deepfake.atomic import atomic_path, write_csv
+from deepfake.detector import json_row, result_table
 from deepfake.video import sha256_file
 
 RESULTS = "results.jsonl"
@@ -36,10 +36,7 @@ def write_results(rows: list[dict], path: Path) -> None:
     """The JSON lines and the same rows as CSV beside them, each replaced whole."""
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    table = pd.DataFrame(rows)
-    if "tracks" in table:
-        table["tracks"] = table["tracks"].map(json.dumps)
-    write_csv(table, path.with_suffix(".csv"))
+    write_csv(result_table(rows), path.with_suffix(".csv"))
 
 
 def waiting_videos(inbox: Path, results: Path) -> list[Path]:
@@ -63,10 +60,6 @@ def move_to(path: Path, folder: Path, sha256: str) -> Path:
 def score_video(detector, path: Path) -> dict:
     """One verdict row. A bad video is an ERROR row; an exception here (out of memory, say) is retried."""
     return detector.predict(path)
-
-
-def clean(row: dict) -> dict:
-    return {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
 
 
 @flow(name="score-inbox", log_prints=True)
@@ -110,7 +103,7 @@ def score_inbox(inbox: str = "data/inbox", model: str = "models:/deepfake-detect
             row = loaded.detector.error_row(path, f"scoring failed after {retries + 1} tries: "
                                                   f"{state.result(raise_on_failure=False)}")
         folder = FAILED if row["verdict"] == "ERROR" else DONE
-        row = clean(row) | {"video": path.name, "sha256": sha256, "model": model, "model_version": loaded.version,
+        row = json_row(row) | {"video": path.name, "sha256": sha256, "model": model, "model_version": loaded.version,
                             "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                             "moved_to": f"{folder}/{path.name}"}
         rows.append(row)

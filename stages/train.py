@@ -28,14 +28,15 @@ def main() -> None:
         # torchrun starts `processes` copies of this stage, which train together under DDP.
         os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                   f"--nproc-per-node={train.processes}", "-m", "stages.train"])
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone logs and writes
     try:
-        if int(os.environ.get("RANK", "0")) == 0:
+        if main_process:
             connect()  # before training: an unreachable tracking server fails now, not after an hour of epochs
         result = fit(pd.read_csv(FACES_TABLE), FACES_DIR, train, checkpoint=CHECKPOINT)
     except (WeightsUnavailable, RegistryError, ValueError) as error:
         raise SystemExit(f"train: {error}") from None
-    if int(os.environ.get("RANK", "0")) != 0:
-        return  # the other processes of a DDP run hold the same weights: rank 0 writes and logs them
+    if not main_process:
+        return  # the other processes of a DDP run hold the same weights
     save_model(result.model, "models/model.pt")
     Path(CHECKPOINT).unlink(missing_ok=True)  # finished: a rerun starts afresh
     write_csv(result.history, "reports/history.csv")
