@@ -5,7 +5,7 @@
    on the same crops, in the same run.
 2. Quality on the project's own sample data with held-out identities: clips made from the shared face
    photos (several people), trained on some people, scored on videos of the others (video score = mean
-   face p_fake); the default recipe, and resnet18 with weights: none.
+   face p_fake, each face scored with its mirror image as evaluation does); the default recipe, and resnet18 with weights: none.
 3. Trained on ../shared/data/real-videos (respecting the dataset split): validation AUC.
 
     python bench/train.py [--steps N] [--skip-quality] [--skip-shared]
@@ -28,7 +28,8 @@ from deepfake.data import build_dataset
 from deepfake.extract import update_faces, update_frames
 from deepfake.faces import FaceParams
 from deepfake.frames import FrameSampling
-from deepfake.models import build_classifier, preprocess
+from deepfake.evaluate import EvaluateParams
+from deepfake.models import build_classifier, face_logits
 from deepfake.parallel import PoolSettings
 from deepfake.sample import SampleSpec, make_sample
 from deepfake.train import FaceCrops, TrainParams, collate_pairs, fit, train_one_epoch, training_rows
@@ -101,15 +102,16 @@ def throughput(faces: pd.DataFrame, faces_dir: Path, steps: int) -> dict:
 
 
 def video_auc(model, faces: pd.DataFrame, faces_dir: Path, size: int) -> tuple[float, pd.DataFrame]:
+    """Video AUC with the project's inference path: face_logits (with the default flip averaging), video
+    score = mean face P(fake)."""
     import cv2
 
-    model.eval()
+    flip = EvaluateParams().flip
     scores = []
-    with torch.no_grad():
-        for video_id, group in faces.groupby("video_id"):
-            crops = [cv2.imread(str(faces_dir / crop)) for crop in group["crop"]]
-            p_fake = torch.softmax(model(preprocess(crops, size)), 1)[:, 1].numpy()
-            scores.append({"video_id": video_id, "label_id": group["label_id"].iloc[0], "p_fake": float(p_fake.mean())})
+    for video_id, group in faces.groupby("video_id"):
+        crops = [cv2.imread(str(faces_dir / crop)) for crop in group["crop"]]
+        p_fake = 1 / (1 + np.exp(-face_logits(model, crops, size, flip=flip)))
+        scores.append({"video_id": video_id, "label_id": group["label_id"].iloc[0], "p_fake": float(p_fake.mean())})
     table = pd.DataFrame(scores)
     return float(roc_auc_score(table["label_id"], table["p_fake"])), table
 
@@ -130,7 +132,9 @@ def held_out_identities(work: Path, recipes: dict[str, TrainParams]) -> dict:
     for name, params in recipes.items():
         started = time.perf_counter()
         result = fit(faces, work / "faces", params, log=print)
-        auc, _ = video_auc(result.model, faces[faces["split"] == "test"], work / "faces", params.input_size)
+        auc, scores = video_auc(result.model, faces[faces["split"] == "test"], work / "faces", params.input_size)
+        kinds = videos.set_index("video_id")["relpath"].map(lambda name: metadata[name].get("manipulation", "real"))
+        scores.assign(kind=scores["video_id"].map(kinds)).to_csv(work / f"held_out_scores_{name}.csv", index=False)
         results[name] = {"video_auc_held_out_people": round(auc, 4), "best_epoch": result.best_epoch,
                          "train_s": round(time.perf_counter() - started, 1), "weights": result.origin.describe()}
     return results

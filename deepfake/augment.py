@@ -77,13 +77,14 @@ class SelfBlend:
     copy of the face blended back over it inside a soft mask built from the landmarks.
 
     The model sees the traces blending leaves (a boundary, a colour and sharpness mismatch) without any one
-    manipulation method's fingerprint. Blur and sharpen are both used on the source so that "blurry face"
-    alone never means fake.
+    manipulation method's fingerprint. The source is blurred, sharpened or resampled at a lower resolution
+    (the paper's source augmentation); sharpening too, so that "blurry face" alone never means fake.
     """
 
     scale: tuple[float, float] = (0.95, 1.05)
     max_shift: float = 0.03
     blur_sigma: tuple[float, float] = (0.5, 1.5)
+    downscale: tuple[float, float] = (0.25, 0.7)
     mask_blur: tuple[int, int] = (11, 41)
     amplitudes: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
 
@@ -96,11 +97,14 @@ class SelfBlend:
     def _source(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         source = jitter_colour(crop, rng, gain=0.15, brightness=20, hue=6, saturation=0.2)
         roll = rng.random()
-        if roll < 0.4:
+        if roll < 0.3:
             source = cv2.GaussianBlur(source, (0, 0), rng.uniform(*self.blur_sigma))
-        elif roll < 0.6:
+        elif roll < 0.45:
             soft = cv2.GaussianBlur(source, (0, 0), 1.0)
             source = np.clip(source.astype(np.float32) * 1.6 - soft.astype(np.float32) * 0.6, 0, 255).astype(np.uint8)
+        elif roll < 0.75:
+            # Generated faces are made at a lower resolution than the frame they are pasted into.
+            source = down_up(source, rng.uniform(*self.downscale))
         height, width = crop.shape[:2]
         scale = rng.uniform(*self.scale)
         dx, dy = rng.uniform(-self.max_shift, self.max_shift, size=2) * (width, height)
