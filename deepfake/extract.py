@@ -220,7 +220,7 @@ def extract_faces(job: FacesJob) -> dict:
             if frame is None:
                 raise OSError(f"cannot read frame {file}")
             frames.append(frame)
-        found_per_frame = detect_faces_batch(detector, [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames], job.params)
+        found_per_frame = detect_faces_batch(detector, frames, job.params, bgr=True)
         for frame, found in zip(frames, found_per_frame):
             detections.append(found)
             crops.append([crop_with_margin(frame, face, margin=job.params.margin, size=job.params.crop_size)

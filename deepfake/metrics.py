@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from sklearn import metrics as sk
+
+# scikit-learn and SciPy are imported where used: the inference path needs only `sigmoid` from here, and
+# the two add ~70 MB to every process that scores videos.
 
 
 def _both_classes(labels: np.ndarray) -> bool:
@@ -21,6 +22,7 @@ def choose_threshold(labels: np.ndarray, scores: np.ndarray, default: float = 0.
 
     With one class only there is nothing to choose from: `default` is returned and the reason says why.
     """
+    from sklearn import metrics as sk
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
     if not _both_classes(labels):
         return default, f"default {default}: the validation split has {'no' if len(labels) == 0 else 'one class of'} scores"
@@ -36,6 +38,7 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: fl
     Scores are P(fake); a score at or above `threshold` is called FAKE. Metrics that need both classes are
     None when one is missing, so the JSON stays valid and the gap is visible.
     """
+    from sklearn import metrics as sk
     labels = np.asarray(labels, dtype=int)
     scores = np.asarray(scores, dtype=float)
     predicted = (scores >= threshold).astype(int)
@@ -60,6 +63,7 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, threshold: fl
 def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, *, rounds: int = 1000, seed: int = 0,
                   level: float = 0.95) -> tuple[float, float] | tuple[None, None]:
     """Percentile interval for ROC-AUC, resampling each class separately so every round has both."""
+    from sklearn import metrics as sk
     labels, scores = np.asarray(labels, dtype=int), np.asarray(scores, dtype=float)
     if not _both_classes(labels) or rounds < 1:
         return None, None
@@ -84,6 +88,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     `logits` are the FAKE-minus-REAL logit differences. One parameter cannot reorder scores, so AUC and any
     ranking are unchanged; only what p_fake means is.
     """
+    from scipy.optimize import minimize_scalar
     logits, labels = np.asarray(logits, dtype=float), np.asarray(labels, dtype=int)
     if not _both_classes(labels):
         return 1.0

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deepfake.faces import Face, FaceParams, box_iou, crop_with_margin, detect_faces, link_tracks, load_detector
+from deepfake.faces import (Face, FaceParams, box_iou, crop_with_margin, detect_faces, detect_faces_batch, link_tracks,
+                            load_detector)
 from tests.conftest import SHARED_DATA
 
 PHOTOS = SHARED_DATA / "face-photos"
@@ -53,6 +54,19 @@ def test_detection_on_a_downscaled_frame_maps_back_to_full_resolution(detector, 
     [full_run] = detect_faces(detector, big, FaceParams(max_side=4000))
     assert box_iou(small_run.box, full_run.box) > 0.85
     assert np.abs(small_run.landmarks - full_run.landmarks).max() < 25  # pixels of a 1536 px frame
+
+
+def test_bgr_frames_give_the_faces_their_rgb_copies_give(detector, astronaut_rgb):
+    big = cv2.resize(astronaut_rgb, (1536, 1536), interpolation=cv2.INTER_CUBIC)
+    frames_rgb = [big, astronaut_rgb]
+    from_rgb = detect_faces_batch(detector, frames_rgb, FaceParams(max_side=768))
+    from_bgr = detect_faces_batch(detector, [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in frames_rgb], FaceParams(max_side=768), bgr=True)
+    assert [len(faces) for faces in from_bgr] == [len(faces) for faces in from_rgb] == [1, 1]
+    for [rgb_face], [bgr_face] in zip(from_rgb, from_bgr):
+        assert bgr_face.box == pytest.approx(rgb_face.box) and bgr_face.prob == pytest.approx(rgb_face.prob)
+    # Colour order matters to MTCNN: BGR pixels passed as RGB score differently, so the flag is doing the work.
+    [swapped] = detect_faces_batch(detector, [cv2.cvtColor(astronaut_rgb, cv2.COLOR_RGB2BGR)], FaceParams())
+    assert [face.prob for face in swapped] != pytest.approx([from_rgb[1][0].prob], abs=1e-7)
 
 
 def test_probability_size_and_count_thresholds(detector):
