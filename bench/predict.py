@@ -19,6 +19,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +27,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -115,6 +115,10 @@ def naive(path: str, model_path: str, backbone: str, per_video: int, input_size:
 
 
 def registry_load_time(model_path: Path, config: DetectorConfig, work: Path) -> float:
+    # A fresh registry each run: the version registered (and measured below) carries this checkout's code.
+    shutil.rmtree(work / "mlruns", ignore_errors=True)
+    shutil.rmtree(work / "model", ignore_errors=True)
+    (work / "mlflow.db").unlink(missing_ok=True)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     import mlflow
 
@@ -130,11 +134,12 @@ def registry_load_time(model_path: Path, config: DetectorConfig, work: Path) -> 
 
 def peak_memory_of_predict(model_dir: Path, clip: Path) -> tuple[float, float]:
     """Seconds and peak RSS (MiB) of scoring `clip` in a child process with the logged model."""
-    # The child reports its own peak: RUSAGE_CHILDREN would also count the naive run's process.
-    code = (f"import sys, resource; sys.path.insert(0, {str(ROOT)!r}); import mlflow.pyfunc, pandas as pd; "
+    # The child reports its own peak, VmHWM: getrusage's ru_maxrss would not do, RUSAGE_CHILDREN counts the
+    # naive run's process and Linux carries the forking parent's (this benchmark's) peak into RUSAGE_SELF.
+    code = (f"import sys, re; sys.path.insert(0, {str(ROOT)!r}); import mlflow.pyfunc, pandas as pd; "
             f"m = mlflow.pyfunc.load_model({str(model_dir)!r}); "
             f"print(m.predict(pd.DataFrame({{'video': [{str(clip)!r}]}})).to_json(orient='records')); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+            "print(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))")
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - started
