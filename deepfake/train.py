@@ -87,7 +87,10 @@ class FaceCrops(torch.utils.data.Dataset):
             # Landmarks are in the saved crop's pixels; blending happens before the resize to the input size.
             images.append((self.blend(crop, self.landmarks[index], rng), 1))
         if self.train:
-            images = [(self.degrade(image, rng), label) for image, label in images]
+            # A real face and its pseudo-fake get the same degradation (as in the SBI paper), so the pair differs
+            # only by the blend: compression, blur or colour alone never tell them apart.
+            degradation = int(rng.integers(2**32))
+            images = [(self.degrade(image, np.random.default_rng(degradation)), label) for image, label in images]
         return [(preprocess([image], self.size)[0], label) for image, label in images]
 
 

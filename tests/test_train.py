@@ -89,6 +89,17 @@ def test_self_blending_trains_on_real_faces_only_and_balances_each_item(faces):
     assert torch.equal(class_weights(dataset), torch.tensor([1.0, 1.0]))
 
 
+def test_a_real_face_and_its_pseudo_fake_get_the_same_degradation(faces):
+    table, faces_dir = faces
+    dataset = FaceCrops(training_rows(table, TINY, "train"), faces_dir, size=64, train=True, fakes="self_blend", seed=0)
+    dataset.blend = lambda crop, landmarks, rng: crop.copy()  # a blend that changes nothing: only degradation is left
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        for index in range(len(dataset)):
+            (real, real_label), (fake, fake_label) = dataset[index]
+            assert (real_label, fake_label) == (0, 1) and torch.equal(real, fake)
+
+
 def test_class_imbalance_is_weighted_out(faces):
     table, faces_dir = faces
     reals = table[table["label_id"] == 0].head(2)
