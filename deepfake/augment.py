@@ -63,6 +63,15 @@ def down_up(crop: np.ndarray, factor: float) -> np.ndarray:
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+def bend(image: np.ndarray, rng: np.random.Generator, amount: float, grid: int = 4) -> np.ndarray:
+    """The image resampled through a smooth random displacement field moving each point by up to `amount` px."""
+    height, width = image.shape[:2]
+    field = cv2.resize(rng.uniform(-amount, amount, size=(grid, grid, 2)).astype(np.float32), (width, height),
+                       interpolation=cv2.INTER_LINEAR)  # linear: no overshoot past `amount`
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    return cv2.remap(image, xs + field[..., 0], ys + field[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+
+
 def recompress(crop: np.ndarray, quality: int) -> np.ndarray:
     ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return cv2.imdecode(encoded, cv2.IMREAD_COLOR) if ok else crop
@@ -85,16 +94,18 @@ class SelfBlend:
     max_shift: float = 0.03
     blur_sigma: tuple[float, float] = (0.5, 1.5)
     downscale: tuple[float, float] = (0.25, 0.7)
-    mask_blur: tuple[int, int] = (11, 41)
+    bend: float = 0.5  # chance the source's inner geometry is bent by a smooth random displacement field...
+    bend_amount: tuple[float, float] = (0.02, 0.1)  # ...moving points by up to this many eye distances
+    mask_blur: tuple[float, float] = (0.03, 0.2)  # the edge's Gaussian sigma in eye distances: crisp to very soft
     amplitudes: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
 
     def __call__(self, crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        source = self._source(crop, rng)
+        source = self._source(crop, landmarks, rng)
         mask = self._mask(crop.shape[:2], landmarks, rng)[..., None]
         blended = source.astype(np.float32) * mask + crop.astype(np.float32) * (1 - mask)
         return np.clip(blended, 0, 255).astype(np.uint8)
 
-    def _source(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _source(self, crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         source = jitter_colour(crop, rng, gain=0.15, brightness=20, hue=6, saturation=0.2)
         roll = rng.random()
         if roll < 0.3:
@@ -110,7 +121,12 @@ class SelfBlend:
         dx, dy = rng.uniform(-self.max_shift, self.max_shift, size=2) * (width, height)
         matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 0.0, scale)
         matrix[:, 2] += (dx, dy)
-        return cv2.warpAffine(source, matrix, (width, height), borderMode=cv2.BORDER_REFLECT101)
+        source = cv2.warpAffine(source, matrix, (width, height), borderMode=cv2.BORDER_REFLECT101)
+        if rng.random() < self.bend:
+            # A generated face never lines up with the one beneath it everywhere: eyes, mouth and jaw drift apart
+            # locally (re-enactment, imperfect alignment), not only by one global scale and shift.
+            source = bend(source, rng, rng.uniform(*self.bend_amount) * eye_distance(landmarks))
+        return source
 
     def _mask(self, shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         points = face_outline(landmarks, rng)
@@ -124,8 +140,8 @@ class SelfBlend:
             size = int(rng.integers(3, 15))
             kernel = np.ones((size, size), np.uint8)
             mask = cv2.erode(mask, kernel) if rng.random() < 0.5 else cv2.dilate(mask, kernel)
-        blur = int(rng.integers(*self.mask_blur)) | 1
-        mask = cv2.GaussianBlur(mask, (blur, blur), 0)
+        # Swaps are pasted through anything from a crisp hull to a wide feather: the width scales with the face.
+        mask = cv2.GaussianBlur(mask, (0, 0), rng.uniform(*self.mask_blur) * eye_distance(landmarks))
         return mask * float(rng.choice(self.amplitudes))
 
 
@@ -134,11 +150,10 @@ def face_outline(landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     0.6-1.0 eye distances so the mask covers the face, not just the eyes-nose-mouth triangle."""
     points = np.asarray(landmarks, np.float32).reshape(5, 2)
     left_eye, right_eye, nose, mouth_left, mouth_right = points
-    eye_distance = max(1.0, float(np.linalg.norm(right_eye - left_eye)))
-    across = (right_eye - left_eye) / eye_distance
+    across = (right_eye - left_eye) / eye_distance(points)
     down = np.array([-across[1], across[0]], np.float32)
     centre = points.mean(axis=0)
-    reach = lambda: rng.uniform(0.6, 1.0) * eye_distance  # noqa: E731 - a fresh distance per point
+    reach = lambda: rng.uniform(0.6, 1.0) * eye_distance(points)  # noqa: E731 - a fresh distance per point
     extra = [
         (left_eye + right_eye) / 2 - down * reach(),  # forehead
         (mouth_left + mouth_right) / 2 + down * reach(),  # chin
@@ -147,3 +162,8 @@ def face_outline(landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         centre + (down - across) * reach(), centre + (down + across) * reach(),  # jaw
     ]
     return np.vstack([points, np.array(extra, np.float32)])
+
+
+def eye_distance(landmarks: np.ndarray) -> float:
+    left_eye, right_eye = np.asarray(landmarks, np.float32).reshape(5, 2)[:2]
+    return max(1.0, float(np.linalg.norm(right_eye - left_eye)))

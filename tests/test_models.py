@@ -10,7 +10,7 @@ import pytest
 import torch
 from skimage import data
 
-from deepfake.augment import Degrade, SelfBlend, face_outline
+from deepfake.augment import Degrade, SelfBlend, bend, face_outline
 from deepfake.models import BACKBONES, Classifier, WeightsUnavailable, build_classifier, preprocess
 
 
@@ -143,6 +143,16 @@ def test_face_outline_surrounds_the_landmarks():
     hull = cv2.convexHull(outline.astype(np.float32))
     assert all(cv2.pointPolygonTest(hull, tuple(map(float, p)), False) >= 0 for p in landmarks)
     assert cv2.contourArea(hull) > 2 * cv2.contourArea(cv2.convexHull(landmarks.astype(np.float32)))
+
+
+def test_bend_moves_each_point_smoothly_by_at_most_the_amount():
+    ramp_x = np.tile(np.arange(96, dtype=np.float32), (96, 1))
+    for ramp in (ramp_x, ramp_x.T.copy()):  # on a ramp, a pixel's value is where it was taken from
+        moved = bend(ramp, np.random.default_rng(4), 3.0) - ramp
+        inside = moved[4:-4, 4:-4]  # the border reflects
+        assert np.abs(inside).max() <= 3.0 + 1e-3 and np.abs(inside).max() > 1.0
+        assert np.abs(np.diff(inside, axis=0)).max() < 0.5 and np.abs(np.diff(inside, axis=1)).max() < 0.5
+    assert np.array_equal(bend(ramp_x, np.random.default_rng(4), 0.0), ramp_x)
 
 
 def test_degrade_is_seeded_and_keeps_shape():
