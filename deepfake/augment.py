@@ -19,10 +19,12 @@ class Degrade:
 
     flip: float = 0.5
     colour: float = 0.5
-    jpeg: float = 0.3
-    jpeg_quality: tuple[int, int] = (40, 95)
-    rescale: float = 0.3
-    rescale_factor: tuple[float, float] = (0.35, 0.9)
+    # Uploads are often recompressed hard or upscaled from a small original; half the training faces are, so that
+    # a soft or blocky face alone does not read as fake (a real face and its pseudo-fake share the degradation).
+    jpeg: float = 0.5
+    jpeg_quality: tuple[int, int] = (30, 95)
+    rescale: float = 0.5
+    rescale_factor: tuple[float, float] = (0.3, 0.9)
     shift: float = 0.3
     max_shift: float = 0.04
 
