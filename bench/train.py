@@ -24,7 +24,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
@@ -32,7 +31,8 @@ from sklearn.metrics import roc_auc_score
 from deepfake.data import SplitParams, build_dataset, split_by_group
 from deepfake.extract import update_faces, update_frames
 from deepfake.faces import FaceParams
-from deepfake.frames import FrameSampling
+from deepfake.frames import FrameSampling, read_frames, sample_frame_indices
+from deepfake.metrics import sigmoid
 from deepfake.evaluate import EvaluateParams
 from deepfake.models import build_classifier, face_logits
 from deepfake.parallel import PoolSettings
@@ -115,7 +115,7 @@ def video_auc(model, faces: pd.DataFrame, faces_dir: Path, size: int) -> tuple[f
     scores = []
     for video_id, group in faces.groupby("video_id"):
         crops = [cv2.imread(str(faces_dir / crop)) for crop in group["crop"]]
-        p_fake = 1 / (1 + np.exp(-face_logits(model, crops, size, flip=flip)))
+        p_fake = sigmoid(face_logits(model, crops, size, flip=flip))
         scores.append({"video_id": video_id, "label_id": group["label_id"].iloc[0], "p_fake": float(p_fake.mean())})
     table = pd.DataFrame(scores)
     return float(roc_auc_score(table["label_id"], table["p_fake"])), table
@@ -126,7 +126,8 @@ def people_photos(folder: Path) -> set[str]:
     one face at least 100 px tall; return the stills' names."""
     import cv2
 
-    from deepfake.faces import detect_faces, load_detector
+    from deepfake.faces import detect_faces_batch, load_detector
+    from deepfake.video import probe_video
 
     folder.mkdir(parents=True, exist_ok=True)
     for photo in (SHARED / "face-photos").iterdir():
@@ -136,11 +137,11 @@ def people_photos(folder: Path) -> set[str]:
     for name, entry in sorted(metadata.items()):
         if entry["label"] != "REAL":
             continue
-        capture = cv2.VideoCapture(str(SHARED / "real-videos" / "videos" / name))
-        capture.set(cv2.CAP_PROP_POS_FRAMES, capture.get(cv2.CAP_PROP_FRAME_COUNT) // 2)
-        ok, frame = capture.read()
-        capture.release()
-        faces = detect_faces(detector, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), FaceParams()) if ok else []
+        path = SHARED / "real-videos" / "videos" / name
+        info = probe_video(path)
+        middle = sample_frame_indices(info.frames, info.fps, FrameSampling(per_video=1))
+        frame = next((frame for _, _, frame in read_frames(path, middle)), None)
+        faces = detect_faces_batch(detector, [frame], FaceParams(), bgr=True)[0] if frame is not None else []
         if len(faces) == 1 and faces[0].size >= 100:  # a crowd or a tiny face is not one person's portrait
             stem = "still_" + Path(name).stem
             cv2.imwrite(str(folder / f"{stem}.png"), frame)

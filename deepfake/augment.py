@@ -152,10 +152,11 @@ def face_outline(landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     0.6-1.0 eye distances so the mask covers the face, not just the eyes-nose-mouth triangle."""
     points = np.asarray(landmarks, np.float32).reshape(5, 2)
     left_eye, right_eye, nose, mouth_left, mouth_right = points
-    across = (right_eye - left_eye) / eye_distance(points)
+    distance = eye_distance(points)
+    across = (right_eye - left_eye) / distance
     down = np.array([-across[1], across[0]], np.float32)
     centre = points.mean(axis=0)
-    reach = lambda: rng.uniform(0.6, 1.0) * eye_distance(points)  # noqa: E731 - a fresh distance per point
+    reach = lambda: rng.uniform(0.6, 1.0) * distance  # noqa: E731 - a fresh distance per point
     extra = [
         (left_eye + right_eye) / 2 - down * reach(),  # forehead
         (mouth_left + mouth_right) / 2 + down * reach(),  # chin
