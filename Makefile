@@ -1,4 +1,5 @@
-# `make demo` installs into .venv and runs the pipeline on the sample data; `make test` runs the tests.
+# `make demo` installs into .venv and runs the pipeline on generated sample clips; `make test` runs the tests.
+# `make test-fast` skips the slow end-to-end tests; `make lint` is what CI checks before testing.
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
@@ -6,19 +7,25 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test bench clean
+.PHONY: install demo sample test test-fast lint format constraints clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package the install resolves to (`make constraints` refreshes it), so a new
+# release of a dependency (say scikit-learn, which decides the data split) changes nothing until chosen.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -c constraints.txt -e '.[dev]'
 	touch $@
 
 # The clip the demo asks about: a manipulated one from the sample data.
 DEMO_CLIP ?= data/sample/astronaut_1_expression_warp.mp4
 
-demo: install
+# The demo's clips are made once, outside the pipeline, so `dvc repro` on real data never makes them.
+sample: install
+	@test -f data/sample/metadata.json || $(BIN)/deepfake make-sample
+
+demo: sample
 	dvc repro
 	@echo
 	@$(BIN)/deepfake summary
@@ -27,6 +34,21 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+constraints: install
+	echo "# Every package \`make install\` resolves to, pinned (pip install -c). Refresh: make constraints." > constraints.txt
+	$(BIN)/pip freeze --exclude-editable | grep -v '^deepfake-pipeline' >> constraints.txt
 
 clean:
 	rm -rf data/sample data/interim .dvc/cache .dvc/tmp

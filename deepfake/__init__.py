@@ -1,4 +1,8 @@
-"""Deepfake video detection: dataset ingestion, frame sampling, face crops, training and inference."""
+"""Deepfake video detection: dataset ingestion, frame sampling, face crops, training, evaluation and inference.
+
+Layers, each importing only those before it: config, errors, atomic, images (shared by all) -> video ->
+data; model -> evaluation -> serving (which also uses video); tracking (MLflow) uses only the first row.
+"""
 
 import os
 

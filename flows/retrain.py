@@ -25,7 +25,6 @@ from prefect.states import Failed
 
 GPU_LIMIT = "gpu"
 GPU_STAGES = ("train",)
-PROMOTION_REPORT = "reports/promotion.json"
 
 
 class StageFailed(Exception):
@@ -46,11 +45,19 @@ def read_pipeline(project: str | os.PathLike) -> tuple[list[str], str | None]:
 def dvc(project: str | os.PathLike, *args: str) -> tuple[int, list[str]]:
     """Run a DVC command in `project`, streaming its output to the run's log; (exit code, output lines)."""
     logger = get_run_logger()
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                        "DVC_NO_ANALYTICS": "1"}
+    env = os.environ | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+    }
     tail: deque[str] = deque(maxlen=200)
-    with subprocess.Popen([sys.executable, "-m", "dvc", *args], cwd=project, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+    with subprocess.Popen(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=project,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    ) as process:
         for line in process.stdout:
             line = line.rstrip()
             if line:
@@ -62,7 +69,7 @@ def dvc(project: str | os.PathLike, *args: str) -> tuple[int, list[str]]:
 def failure_message(stage: str, output: list[str]) -> str:
     """What the stage said before DVC's own 'failed to reproduce' line: usually one line naming the problem."""
     commands = [i for i, line in enumerate(output) if line.startswith("> ")]  # DVC echoes the command it runs
-    after = output[commands[-1] + 1:] if commands else output
+    after = output[commands[-1] + 1 :] if commands else output
     own = [line for line in after if not line.startswith(("ERROR: failed to reproduce", "ERROR: failed to run"))]
     return f"stage {stage} failed: " + (" | ".join(own[-3:]) if own else "no output")
 
@@ -99,26 +106,41 @@ def ensure_concurrency_limit(name: str, limit: int = 1) -> None:
 
 
 def read_promotion(project: str | os.PathLike) -> dict | None:
-    path = Path(project) / PROMOTION_REPORT
+    from deepfake.config import project_config
+
+    path = Path(project) / project_config(Path(project) / "params.yaml").paths.reports / "promotion.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def summary_markdown(summary: dict) -> str:
     promotion = summary["promotion"]
-    decision = (f"{promotion['name']} v{promotion['version']} → **{promotion['alias']}** "
-                f"({promotion['metric']} {promotion['value']}; {promotion['reason']})" if promotion else "no model registered")
-    return "\n".join([
-        "# Retrain", "",
-        f"- ran: {', '.join(summary['ran']) or 'nothing (all up to date)'}",
-        f"- skipped: {', '.join(summary['skipped']) or 'none'}",
-        f"- registry: {decision}",
-        f"- remote: {summary['remote'] or 'none configured'} (pushed: {summary['pushed']})",
-    ])
+    decision = (
+        f"{promotion['name']} v{promotion['version']} → **{promotion['alias']}** "
+        f"({promotion['metric']} {promotion['value']}; {promotion['reason']})"
+        if promotion
+        else "no model registered"
+    )
+    return "\n".join(
+        [
+            "# Retrain",
+            "",
+            f"- ran: {', '.join(summary['ran']) or 'nothing (all up to date)'}",
+            f"- skipped: {', '.join(summary['skipped']) or 'none'}",
+            f"- registry: {decision}",
+            f"- remote: {summary['remote'] or 'none configured'} (pushed: {summary['pushed']})",
+        ]
+    )
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(project: str = ".", pull: bool = True, push: bool = True, retries: int = 2, retry_delay_s: float = 30,
-            gpu_timeout_s: float | None = None) -> dict:
+def retrain(
+    project: str = ".",
+    pull: bool = True,
+    push: bool = True,
+    retries: int = 2,
+    retry_delay_s: float = 30,
+    gpu_timeout_s: float | None = None,
+) -> dict:
     """Run the DVC pipeline stage by stage and return what ran, what was skipped and the registry's decision."""
     project = str(Path(project).resolve())
     logger = get_run_logger()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -19,8 +19,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Failed
 
 from deepfake.atomic import atomic_path, write_csv
-from deepfake.detector import json_row, result_table
-from deepfake.video import sha256_file
+from deepfake.serving.video_detector import json_row, result_table
+from deepfake.video.probe import sha256_file
 
 RESULTS = "results.jsonl"
 DONE, FAILED = "done", "failed"
@@ -63,10 +63,15 @@ def score_video(detector, path: Path) -> dict:
 
 
 @flow(name="score-inbox", log_prints=True)
-def score_inbox(inbox: str = "data/inbox", model: str = "models:/deepfake-detector@champion", project: str = ".",
-                retries: int = 2, retry_delay_s: float = 10) -> dict:
-    """Score the videos waiting in `inbox`; return how many were scored, failed or already known."""
-    from deepfake.registry import RegistryError, connect, load_detector_model
+def score_inbox(
+    inbox: str = "data/inbox", model: str | None = None, project: str = ".", retries: int = 2, retry_delay_s: float = 10
+) -> dict:
+    """Score the videos waiting in `inbox` with `model` (default: the champion of the project's register.name);
+    return how many were scored, failed or already known."""
+    from deepfake.config import project_config
+    from deepfake.errors import DeepfakeError
+    from deepfake.serving.loading import load_detector_model
+    from deepfake.tracking import connect
 
     logger = get_run_logger()
     inbox_dir = Path(inbox)
@@ -80,6 +85,11 @@ def score_inbox(inbox: str = "data/inbox", model: str = "models:/deepfake-detect
     if not videos:
         logger.info(f"inbox {inbox_dir}: nothing new")
         return summary
+    if model is None:
+        try:
+            model = project_config(Path(project) / "params.yaml").register.model_uri
+        except DeepfakeError as error:
+            return Failed(message=str(error))
     loaded = None
     for path in videos:
         sha256 = sha256_file(path)
@@ -92,31 +102,42 @@ def score_inbox(inbox: str = "data/inbox", model: str = "models:/deepfake-detect
             try:
                 connect(project, experiment=False)
                 loaded = load_detector_model(model)
-            except RegistryError as error:
+            except DeepfakeError as error:
                 return Failed(message=str(error))
             logger.info(f"model {model} (version {loaded.version}) loaded in {loaded.seconds:.1f} s")
         state = score_video.with_options(retries=retries, retry_delay_seconds=retry_delay_s)(
-            loaded.detector, path, return_state=True)
+            loaded.detector, path, return_state=True
+        )
         if state.is_completed():
             row = state.result()
         else:
-            row = loaded.detector.error_row(path, f"scoring failed after {retries + 1} tries: "
-                                                  f"{state.result(raise_on_failure=False)}")
+            row = loaded.detector.error_row(
+                path, f"scoring failed after {retries + 1} tries: {state.result(raise_on_failure=False)}"
+            )
         folder = FAILED if row["verdict"] == "ERROR" else DONE
-        row = json_row(row) | {"video": path.name, "sha256": sha256, "model": model, "model_version": loaded.version,
-                            "scored_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                            "moved_to": f"{folder}/{path.name}"}
+        row = json_row(row) | {
+            "video": path.name,
+            "sha256": sha256,
+            "model": model,
+            "model_version": loaded.version,
+            "scored_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "moved_to": f"{folder}/{path.name}",
+        }
         rows.append(row)
         known.add(sha256)
         write_results(rows, results_path)  # the row first: if the move is lost, the rerun only moves
         moved = move_to(path, inbox_dir / folder, sha256)
         rows[-1]["moved_to"] = f"{folder}/{moved.name}"
         summary["failed" if folder == FAILED else "scored"] += 1
-        logger.info(f"{path.name}: {row['verdict']} p_fake={row['p_fake']} -> {folder}/"
-                    + (f" ({row['reason']})" if row["reason"] else ""))
+        logger.info(
+            f"{path.name}: {row['verdict']} p_fake={row['p_fake']} -> {folder}/"
+            + (f" ({row['reason']})" if row["reason"] else "")
+        )
     write_results(rows, results_path)
-    logger.info(f"inbox {inbox_dir}: {summary['scored']} scored, {summary['failed']} failed, "
-                f"{summary['already_scored']} already scored; results in {results_path}")
+    logger.info(
+        f"inbox {inbox_dir}: {summary['scored']} scored, {summary['failed']} failed, "
+        f"{summary['already_scored']} already scored; results in {results_path}"
+    )
     return summary
 
 

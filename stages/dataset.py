@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-from deepfake.data import MetadataError, SplitParams, build_dataset
-from deepfake.params import load_params
+from deepfake.config import Config
+from deepfake.data.dataset import build_dataset
+from stages import run
 
-OUT_DIR = "data/interim"
 
-
-def main() -> None:
-    params = load_params()["dataset"]
-    try:
-        dataset = build_dataset(
-            params["root"], params["metadata"], split=SplitParams(**params["split"]),
-            min_frames=params["min_frames"], workers=params["workers"],
-        )
-    except MetadataError as error:
-        raise SystemExit(f"dataset: {error}") from None
-    videos_path, rejects_path = dataset.write(OUT_DIR)
+def main(config: Config) -> None:
+    params = config.dataset
+    dataset = build_dataset(
+        params.root, params.metadata, split=params.split, min_frames=params.min_frames, workers=params.workers
+    )
+    videos_path, rejects_path = dataset.write(config.paths.interim)
     print(dataset.summary())
     print(f"wrote {videos_path} and {rejects_path}")
 
 
 if __name__ == "__main__":
-    main()
+    run("dataset", main)

@@ -6,64 +6,70 @@ import json
 
 import pandas as pd
 
-from deepfake.aggregate import AggregationParams
 from deepfake.atomic import write_json
-from deepfake.card import model_card
-from deepfake.detector import DetectorConfig
-from deepfake.faces import FaceParams
-from deepfake.frames import FrameSampling
-from deepfake.params import load_params
-from deepfake.registry import (RegistryError, connect, dvc_output_hash, gate, git_commit, log_detector, start_run,
-                               tag_metrics)
+from deepfake.config import Config
+from deepfake.errors import ConfigError
+from deepfake.evaluation.card import model_card
+from deepfake.serving.video_detector import DetectorConfig
+from deepfake.tracking import (
+    connect,
+    dvc_output_hash,
+    gate,
+    git_commit,
+    log_detector,
+    start_run,
+    tag_metrics,
+)
+from stages import run
 
-MODEL = "models/model.pt"
-REPORTS = "reports"
 
-
-def metric_at(metrics: dict, dotted: str):
+def metric_at(metrics: dict, dotted: str, source: str):
     value = metrics
     for part in dotted.split("."):
         if not isinstance(value, dict) or part not in value:
-            raise SystemExit(f"register: register.gate_metric {dotted!r} is not in {REPORTS}/metrics.json")
+            raise ConfigError(f"register.gate_metric {dotted!r} is not in {source}")
         value = value[part]
     return value
 
 
-def main() -> None:
+def main(config: Config) -> None:
     import mlflow
 
-    params = load_params()
-    register = params["register"]
-    train = json.loads(open(f"{REPORTS}/train.json").read())
-    metrics = json.loads(open(f"{REPORTS}/metrics.json").read())
-    faces = dict(params["faces"])
-    faces.pop("jpeg_quality")
-    config = DetectorConfig(
-        backbone=train["backbone"], input_size=train["input_size"], temperature=metrics["calibration"]["temperature"],
-        threshold=metrics["video"]["threshold"], flip=params["evaluate"]["flip"], batch_size=params["evaluate"]["batch_size"],
-        sampling=FrameSampling(per_video=params["frames"]["per_video"], per_second=params["frames"]["per_second"]),
-        faces=FaceParams(**faces), aggregation=AggregationParams(**params["aggregate"]),
+    paths, register = config.paths, config.register
+    train = json.loads(open(f"{paths.reports}/train.json").read())
+    metrics_path = f"{paths.reports}/metrics.json"
+    metrics = json.loads(open(metrics_path).read())
+    detector = DetectorConfig(
+        backbone=train["backbone"],
+        input_size=train["input_size"],
+        temperature=metrics["calibration"]["temperature"],
+        threshold=metrics["video"]["threshold"],
+        flip=config.evaluate.flip,
+        batch_size=config.evaluate.batch_size,
+        sampling=config.frames,
+        faces=config.faces,
+        aggregation=config.aggregate,
     )
-    videos = pd.read_csv("data/interim/videos.csv")
-    data = {"videos": len(videos), "faces_md5": dvc_output_hash("data/faces"), "git_commit": git_commit(),
-            "split_counts": ", ".join(f"{split} {len(group)}" for split, group in videos.groupby("split"))}
-    card = model_card(name=register["name"], train=train, metrics=metrics, params=params, data=data)
-    value = metric_at(metrics, register["gate_metric"])
-    try:
-        connect()
-        with start_run(metrics.get("mlflow_run_id") or train.get("mlflow_run_id"), run_name="register"):
-            info = log_detector(MODEL, config, card)
-            mlflow.log_text(card, "model_card.md")
-        version = mlflow.register_model(info.model_uri, register["name"]).version
-        tag_metrics(register["name"], version, metrics)
-        decision = gate(register["name"], version, register["gate_metric"], value,
-                        min_improvement=register["min_improvement"])
-    except RegistryError as error:
-        raise SystemExit(f"register: {error}") from None
-    report = {"name": register["name"], "model_uri": f"models:/{register['name']}/{version}", **decision.to_dict()}
-    write_json(report, f"{REPORTS}/promotion.json")
-    print(f"register: {register['name']} version {version} -> @{decision.alias} ({decision.reason})")
+    videos = pd.read_csv(paths.videos_table)
+    data = {
+        "videos": len(videos),
+        "faces_md5": dvc_output_hash(paths.faces),
+        "git_commit": git_commit(),
+        "split_counts": ", ".join(f"{split} {len(group)}" for split, group in videos.groupby("split")),
+    }
+    card = model_card(name=register.name, train=train, metrics=metrics, params=config.to_dict(), data=data)
+    value = metric_at(metrics, register.gate_metric, metrics_path)
+    connect()
+    with start_run(metrics.get("mlflow_run_id") or train.get("mlflow_run_id"), run_name="register"):
+        info = log_detector(paths.model_file, detector.to_dict(), card)
+        mlflow.log_text(card, "model_card.md")
+    version = mlflow.register_model(info.model_uri, register.name).version
+    tag_metrics(register.name, version, metrics)
+    decision = gate(register.name, version, register.gate_metric, value, min_improvement=register.min_improvement)
+    report = {"name": register.name, "model_uri": f"models:/{register.name}/{version}", **decision.to_dict()}
+    write_json(report, f"{paths.reports}/promotion.json")
+    print(f"register: {register.name} version {version} -> @{decision.alias} ({decision.reason})")
 
 
 if __name__ == "__main__":
-    main()
+    run("register", main)

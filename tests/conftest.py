@@ -15,11 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepfake.aggregate import AggregationParams
-from deepfake.detector import DetectorConfig
-from deepfake.faces import FaceParams
-from deepfake.frames import FrameSampling
-from deepfake.video import write_video
+from deepfake.config import AggregationParams, FaceParams, FrameSampling
+from deepfake.serving.video_detector import DetectorConfig
+from deepfake.video.probe import write_video
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -31,8 +29,13 @@ SHARED_VIDEOS = SHARED_DATA / "real-videos"
 
 
 # A small registered model's settings: 64 px crops and inputs, 4 frames a video, so tests that score videos are fast.
-CONFIG = DetectorConfig(backbone="resnet18", input_size=64, sampling=FrameSampling(per_video=4),
-                        faces=FaceParams(crop_size=64), aggregation=AggregationParams(strategy="mean"))
+CONFIG = DetectorConfig(
+    backbone="resnet18",
+    input_size=64,
+    sampling=FrameSampling(per_video=4),
+    faces=FaceParams(crop_size=64),
+    aggregation=AggregationParams(strategy="mean"),
+)
 
 
 def free_port() -> int:
@@ -45,10 +48,10 @@ def random_weights(path: Path, seed: int = 0) -> Path:
     """A random-init resnet18 classifier's state_dict: the real model's shape, no training needed."""
     import torch
 
-    from deepfake.models import build_classifier
+    from deepfake.model.classifier import build_classifier
 
     torch.manual_seed(seed)
-    model, _ = build_classifier("resnet18", "none", log=lambda _: None)
+    model, _ = build_classifier("resnet18", "none")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path)
     return path
@@ -58,17 +61,19 @@ def register_version(weights: Path, auc: float | None, *, name: str = "deepfake-
     """Log `weights` with CONFIG as the video-level model, register a version and run the promotion gate."""
     import mlflow
 
-    from deepfake.card import model_card  # noqa: F401  (the stage's card is tested in test_pipeline)
-    from deepfake.registry import connect, gate, log_detector
+    from deepfake.evaluation.card import model_card  # noqa: F401  (the stage's card is tested in test_pipeline)
+    from deepfake.tracking import connect, gate, log_detector
 
     connect(weights.parent)
     with mlflow.start_run():
-        info = log_detector(weights, CONFIG, "# card\n")
+        info = log_detector(weights, CONFIG.to_dict(), "# card\n")
     version = mlflow.register_model(info.model_uri, name).version
     return gate(name, version, "video.auc", auc)
 
 
-def make_clip(path: Path, *, frames: int = 6, size: tuple[int, int] = (64, 48), fps: float = 10.0, seed: int = 0) -> Path:
+def make_clip(
+    path: Path, *, frames: int = 6, size: tuple[int, int] = (64, 48), fps: float = 10.0, seed: int = 0
+) -> Path:
     """A small mp4 of moving noise: cheap, valid, and different for every seed."""
     rng = np.random.default_rng(seed)
     width, height = size
@@ -120,11 +125,11 @@ class Server:
 @pytest.fixture(scope="session")
 def served(tmp_path_factory) -> Iterator[Server]:
     """`deepfake serve` in a subprocess on a free port: a 1 MB upload limit, the alias checked every 0.2 s."""
-    from deepfake.sample import SampleSpec, make_sample
+    from deepfake.config import SampleSpec
+    from deepfake.data.sample import make_sample
 
     root = tmp_path_factory.mktemp("serve")
-    make_sample(root / "clips", spec=SampleSpec(clips_per_face=1, fakes_per_real=0, frames=8, width=320, height=240),
-                log=lambda _: None)
+    make_sample(root / "clips", spec=SampleSpec(clips_per_face=1, fakes_per_real=0, frames=8, width=320, height=240))
     noise = make_clip(root / "noise.mp4", frames=8, size=(160, 120))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     previous = os.environ.get("MLFLOW_TRACKING_URI")
@@ -132,12 +137,17 @@ def served(tmp_path_factory) -> Iterator[Server]:
     try:
         import mlflow
 
-        from deepfake.registry import MODEL_NAME, gate
+        from deepfake.config import RegisterParams
+        from deepfake.tracking import gate
+
+        MODEL_NAME = RegisterParams().name  # noqa: N806
 
         assert register_version(random_weights(root / "model.pt"), 0.8).alias == "champion"
         # Version 2: the same logged model registered again (cheaper than logging it twice).
         source = mlflow.MlflowClient().get_model_version(MODEL_NAME, "1").source
-        assert gate(MODEL_NAME, mlflow.register_model(source, MODEL_NAME).version, "video.auc", 0.7).alias == "challenger"
+        assert (
+            gate(MODEL_NAME, mlflow.register_model(source, MODEL_NAME).version, "video.auc", 0.7).alias == "challenger"
+        )
     finally:
         if previous is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -147,9 +157,26 @@ def served(tmp_path_factory) -> Iterator[Server]:
     log_path = root / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "deepfake.cli", "serve", "--port", str(port), "--upload-dir", str(root / "uploads"),
-             "--max-upload-mb", "1", "--refresh", "0.2"],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "deepfake.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--upload-dir",
+                str(root / "uploads"),
+                "--max-upload-mb",
+                "1",
+                "--refresh",
+                "0.2",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=root,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, process, log_path)

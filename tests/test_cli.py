@@ -33,10 +33,15 @@ def test_ingest_writes_both_tables_and_lists_rejects(tmp_path, clip_factory):
     clip_factory("real.mp4")
     clip_factory("fake.mp4")
     (tmp_path / "empty.mp4").write_bytes(b"")
-    (tmp_path / "metadata.json").write_text(json.dumps({
-        "real.mp4": {"label": "REAL"}, "fake.mp4": {"label": "FAKE", "original": "real.mp4"},
-        "empty.mp4": {"label": "FAKE"},
-    }))
+    (tmp_path / "metadata.json").write_text(
+        json.dumps(
+            {
+                "real.mp4": {"label": "REAL"},
+                "fake.mp4": {"label": "FAKE", "original": "real.mp4"},
+                "empty.mp4": {"label": "FAKE"},
+            }
+        )
+    )
     out = tmp_path / "tables"
     result = runner.invoke(app, ["ingest", str(tmp_path), "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
@@ -74,18 +79,37 @@ def test_summary_reports_tables_and_problem_videos(tmp_path):
     interim, faces = tmp_path / "data/interim", tmp_path / "data/faces"
     interim.mkdir(parents=True)
     faces.mkdir(parents=True)
-    pd.DataFrame({"video_id": ["a", "b", "c"], "split": ["train", "train", "test"],
-                  "label": ["REAL", "FAKE", "FAKE"]}).to_csv(interim / "videos.csv", index=False)
+    pd.DataFrame(
+        {"video_id": ["a", "b", "c"], "split": ["train", "train", "test"], "label": ["REAL", "FAKE", "FAKE"]}
+    ).to_csv(interim / "videos.csv", index=False)
     pd.DataFrame({"path": ["x.mp4"], "reason": ["empty file (0 bytes)"]}).to_csv(interim / "rejects.csv", index=False)
-    pd.DataFrame({"video_id": ["a", "b", "c"], "status": ["ok", "ok", "no_face"], "faces": [5, 7, 0],
-                  "reason": ["", "", "no face passed the thresholds in 4 sampled frames"]}).to_csv(faces / "report.csv", index=False)
+    pd.DataFrame(
+        {
+            "video_id": ["a", "b", "c"],
+            "status": ["ok", "ok", "no_face"],
+            "faces": [5, 7, 0],
+            "reason": ["", "", "no face passed the thresholds in 4 sampled frames"],
+        }
+    ).to_csv(faces / "report.csv", index=False)
     (tmp_path / "reports").mkdir()
-    (tmp_path / "reports/train.json").write_text(json.dumps({
-        "backbone": "efficientnet_lite0", "weights_used": "imagenet", "best_epoch": 3, "epochs_run": 5,
-        "val_loss": 0.25, "val_auc": 0.9712}))
+    (tmp_path / "reports/train.json").write_text(
+        json.dumps(
+            {
+                "backbone": "efficientnet_lite0",
+                "weights_used": "imagenet",
+                "best_epoch": 3,
+                "epochs_run": 5,
+                "val_loss": 0.25,
+                "val_auc": 0.9712,
+            }
+        )
+    )
     result = runner.invoke(app, ["summary", "--project", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "model: efficientnet_lite0 (imagenet weights), best epoch 3 of 5, val loss 0.250, val AUC 0.971" in result.output
+    assert (
+        "model: efficientnet_lite0 (imagenet weights), best epoch 3 of 5, val loss 0.250, val AUC 0.971"
+        in result.output
+    )
     assert "3 videos accepted, 1 rejected" in result.output
     assert "12 face crops from 2 videos" in result.output
     assert "no_face c: no face passed the thresholds" in result.output

@@ -16,17 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfake.data import (
-    REJECT_COLUMNS,
-    SPLITS,
-    VIDEO_COLUMNS,
-    Dataset,
-    MetadataError,
-    SplitParams,
-    build_dataset,
-    split_by_group,
-)
-from deepfake.video import VIDEO_EXTENSIONS
+from deepfake.config import SplitParams
+from deepfake.data.dataset import REJECT_COLUMNS, SPLITS, VIDEO_COLUMNS, Dataset, build_dataset
+from deepfake.data.split import split_by_group
+from deepfake.errors import MetadataError
+from deepfake.video.probe import VIDEO_EXTENSIONS
 
 # Splitting is tested on its own below; tests about other things keep everything in train so their
 # assertions do not depend on where the split puts a handful of videos.
@@ -358,7 +352,9 @@ def test_real_fake_folder_layout(tmp_path, clip_factory):
     labels = dict(zip(ds.videos["relpath"], ds.videos["label"]))
     assert labels == {"real/a.mp4": "REAL", "real/nested/b.mp4": "REAL", "Fake/c.mp4": "FAKE"}
     assert dict(zip(ds.videos["relpath"], ds.videos["label_id"])) == {
-        "real/a.mp4": 0, "real/nested/b.mp4": 0, "Fake/c.mp4": 1,
+        "real/a.mp4": 0,
+        "real/nested/b.mp4": 0,
+        "Fake/c.mp4": 1,
     }
     assert_rejected(ds, "other/d.mp4", "not under real/ or fake/")
     assert_rejected(ds, "top.mp4", "not under real/ or fake/")
@@ -367,8 +363,14 @@ def test_real_fake_folder_layout(tmp_path, clip_factory):
 
 
 def test_faceforensics_names_group(tmp_path, clip_factory):
-    rows = [("000.mp4", "REAL"), ("003.mp4", "REAL"), ("000_003.mp4", "FAKE"), ("003_000.mp4", "FAKE"),
-            ("foo_000.mp4", "REAL"), ("bar_003_000.mp4", "FAKE")]
+    rows = [
+        ("000.mp4", "REAL"),
+        ("003.mp4", "REAL"),
+        ("000_003.mp4", "FAKE"),
+        ("003_000.mp4", "FAKE"),
+        ("foo_000.mp4", "REAL"),
+        ("bar_003_000.mp4", "FAKE"),
+    ]
     for name, _ in rows:
         clip_factory(name)
     write_csv_metadata(tmp_path, rows)
@@ -384,8 +386,13 @@ def test_faceforensics_names_group(tmp_path, clip_factory):
 
 
 def test_faceforensics_names_group_across_folders(tmp_path, clip_factory):
-    rows = [("original/000.mp4", "REAL"), ("original/003.mp4", "REAL"), ("Deepfakes/000_003.mp4", "FAKE"),
-            ("FaceSwap/003_000.mp4", "FAKE"), ("original/004.mp4", "REAL")]
+    rows = [
+        ("original/000.mp4", "REAL"),
+        ("original/003.mp4", "REAL"),
+        ("Deepfakes/000_003.mp4", "FAKE"),
+        ("FaceSwap/003_000.mp4", "FAKE"),
+        ("original/004.mp4", "REAL"),
+    ]
     for name, _ in rows:
         clip_factory(name)
     write_csv_metadata(tmp_path, rows)
@@ -575,8 +582,13 @@ def test_use_given_split_is_honoured(tmp_path, clip_factory):
         clip_factory(name)
     write_csv_metadata(
         tmp_path,
-        [("a.mp4", "REAL", "", "test"), ("b.mp4", "REAL", "", "Validation"), ("c.mp4", "FAKE", "", "train"),
-         ("d.mp4", "FAKE", "a.mp4", ""), ("e.mp4", "FAKE", "", "holdout")],
+        [
+            ("a.mp4", "REAL", "", "test"),
+            ("b.mp4", "REAL", "", "Validation"),
+            ("c.mp4", "FAKE", "", "train"),
+            ("d.mp4", "FAKE", "a.mp4", ""),
+            ("e.mp4", "FAKE", "", "holdout"),
+        ],
         header="path,label,original,split",
     )
     ds = build_dataset(tmp_path, split=SplitParams(use_given=True))
@@ -590,7 +602,8 @@ def test_given_split_ignored_unless_asked(tmp_path, clip_factory):
     for name in ("a.mp4", "b.mp4", "c.mp4"):
         clip_factory(name)
     write_csv_metadata(
-        tmp_path, [("a.mp4", "REAL", "bogus"), ("b.mp4", "REAL", "train"), ("c.mp4", "REAL", "train")],
+        tmp_path,
+        [("a.mp4", "REAL", "bogus"), ("b.mp4", "REAL", "train"), ("c.mp4", "REAL", "train")],
         header="path,label,split",
     )
     ds = build_dataset(tmp_path, split=SplitParams(use_given=True))

@@ -10,10 +10,17 @@ import pytest
 import torch
 from sklearn import metrics as sk
 
-from deepfake.aggregate import AggregationParams, confident_mean, frame_scores, max_track_mean, video_scores
-from deepfake.evaluate import downscale, jpeg_recompress
-from deepfake.metrics import (bootstrap_auc, choose_threshold, classification_metrics, fit_temperature,
-                              reliability, sigmoid)
+from deepfake.config import AggregationParams
+from deepfake.evaluation.aggregate import confident_mean, frame_scores, max_track_mean, video_scores
+from deepfake.evaluation.metrics import (
+    bootstrap_auc,
+    choose_threshold,
+    classification_metrics,
+    fit_temperature,
+    reliability,
+)
+from deepfake.images import down_up, stored
+from deepfake.model.classifier import p_fake
 
 RULE = AggregationParams(strategy="confident", fake_threshold=0.8, real_threshold=0.2, min_fake_frames=3)
 
@@ -82,12 +89,12 @@ def test_bootstrap_interval_brackets_the_auc():
 def test_temperature_scaling_calibrates_overconfident_logits():
     rng = np.random.default_rng(2)
     true_logits = rng.normal(0, 2, 4000)
-    labels = (rng.random(4000) < sigmoid(true_logits)).astype(int)
+    labels = (rng.random(4000) < p_fake(true_logits)).astype(int)
     overconfident = true_logits * 4  # a model 4x too sure of itself
     temperature = fit_temperature(overconfident, labels)
     assert temperature == pytest.approx(4, rel=0.15)
-    before, _ = reliability(labels, sigmoid(overconfident))
-    after, table = reliability(labels, sigmoid(overconfident / temperature))
+    before, _ = reliability(labels, p_fake(overconfident))
+    after, table = reliability(labels, p_fake(overconfident / temperature))
     assert after < before / 2
     assert sum(row["count"] for row in table) == 4000
     assert fit_temperature(overconfident, np.ones(4000, int)) == 1.0  # one class: nothing to fit
@@ -132,16 +139,20 @@ def test_a_frame_is_as_fake_as_its_most_fake_face():
 
 def test_max_track_takes_the_most_fake_person_and_ignores_short_tracks():
     params = AggregationParams(strategy="max_track", min_track_faces=3)
-    faces = faces_table([("v", i, 0, 0.1) for i in range(4)] + [("v", i, 1, 0.8) for i in range(3)]
-                        + [("v", 0, 2, 0.99)])  # a one-frame false detection
+    faces = faces_table(
+        [("v", i, 0, 0.1) for i in range(4)] + [("v", i, 1, 0.8) for i in range(3)] + [("v", 0, 2, 0.99)]
+    )  # a one-frame false detection
     assert max_track_mean(faces, params) == pytest.approx(0.8)
     only_short = faces_table([("v", 0, 0, 0.3), ("v", 1, 1, 0.6)])
     assert max_track_mean(only_short, params) == pytest.approx(0.6)
 
 
 def test_video_scores_report_every_strategy_and_use_the_chosen_one():
-    faces = faces_table([("a", i, 0, p) for i, p in enumerate([0.9, 0.9, 0.9, 0.1])]
-                        + [("b", i, 0, 0.1) for i in range(4)] + [("b", i, 1, 0.6) for i in range(4)])
+    faces = faces_table(
+        [("a", i, 0, p) for i, p in enumerate([0.9, 0.9, 0.9, 0.1])]
+        + [("b", i, 0, 0.1) for i in range(4)]
+        + [("b", i, 1, 0.6) for i in range(4)]
+    )
     table = video_scores(faces, AggregationParams(strategy="max_track", min_fake_frames=3)).set_index("video_id")
     assert table.loc["a", "mean"] == pytest.approx(0.7)
     assert table.loc["a", "confident"] == pytest.approx(0.9)
@@ -162,11 +173,11 @@ def test_unknown_strategy_is_refused():
 def test_degradations_keep_the_crop_shape_and_change_it():
     rng = np.random.default_rng(3)
     crop = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    for degraded in (jpeg_recompress(crop, 50), downscale(crop, 0.5)):
+    for degraded in (stored(crop, 50), down_up(crop, 0.5)):
         assert degraded.shape == crop.shape and degraded.dtype == np.uint8
         assert not np.array_equal(degraded, crop)
     smooth = np.full((64, 64, 3), 120, np.uint8)
-    assert math.isclose(float(np.abs(downscale(smooth, 0.5).astype(int) - 120).max()), 0.0)
+    assert math.isclose(float(np.abs(down_up(smooth, 0.5).astype(int) - 120).max()), 0.0)
 
 
 # ------------------------------------------------------------------ the whole evaluation on crops
@@ -192,27 +203,55 @@ def crops_table(tmp_path, videos):
         for frame, level in enumerate(levels):
             name = f"{video_id}_{frame}.png"
             cv2.imwrite(str(tmp_path / name), np.full((32, 32, 3), level, np.uint8))
-            rows.append({"video_id": video_id, "split": split, "label_id": label, "frame_index": frame, "track": 0,
-                         "crop": name, "landmarks": "[]"})
+            rows.append(
+                {
+                    "video_id": video_id,
+                    "split": split,
+                    "label_id": label,
+                    "frame_index": frame,
+                    "track": 0,
+                    "crop": name,
+                    "landmarks": "[]",
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def test_evaluate_takes_threshold_and_temperature_from_validation_only(tmp_path):
-    from deepfake.evaluate import EvaluateParams, evaluate
+    from deepfake.config import EvaluateParams
+    from deepfake.evaluation.evaluate import evaluate
 
     # Validation: reals dark, fakes bright. Test: everything brighter, so a threshold fitted on test would
     # differ; the reported one must be validation's.
-    val = [(f"vr{i}", "val", 0, [40 + i] * 3) for i in range(3)] + [(f"vf{i}", "val", 1, [150 + i] * 3) for i in range(3)]
-    test = [(f"tr{i}", "test", 0, [140 + i] * 3) for i in range(3)] + [(f"tf{i}", "test", 1, [220 + i] * 3) for i in range(3)]
+    val = [(f"vr{i}", "val", 0, [40 + i] * 3) for i in range(3)] + [
+        (f"vf{i}", "val", 1, [150 + i] * 3) for i in range(3)
+    ]
+    test = [(f"tr{i}", "test", 0, [140 + i] * 3) for i in range(3)] + [
+        (f"tf{i}", "test", 1, [220 + i] * 3) for i in range(3)
+    ]
     faces = crops_table(tmp_path, val + test)
-    videos = pd.concat([faces.drop_duplicates("video_id")[["video_id", "split", "label_id"]],
-                        pd.DataFrame([{"video_id": "noface", "split": "test", "label_id": 1}])])
+    videos = pd.concat(
+        [
+            faces.drop_duplicates("video_id")[["video_id", "split", "label_id"]],
+            pd.DataFrame([{"video_id": "noface", "split": "test", "label_id": 1}]),
+        ]
+    )
     params = EvaluateParams(flip=False, bootstrap=50, min_val_videos=3)
-    result = evaluate(faces, videos, tmp_path, Brightness(), input_size=32, aggregation=AggregationParams(strategy="mean"),
-                      params=params, log=lambda _: None)
+    result = evaluate(
+        faces,
+        videos,
+        tmp_path,
+        Brightness(),
+        input_size=32,
+        aggregation=AggregationParams(strategy="mean"),
+        params=params,
+    )
     metrics = result.metrics
     val_scores = result.scores[result.scores["split"] == "val"].set_index("video_id")["p_fake"]
-    highest_real, lowest_fake = val_scores[[f"vr{i}" for i in range(3)]].max(), val_scores[[f"vf{i}" for i in range(3)]].min()
+    highest_real, lowest_fake = (
+        val_scores[[f"vr{i}" for i in range(3)]].max(),
+        val_scores[[f"vf{i}" for i in range(3)]].min(),
+    )
     assert highest_real < metrics["video"]["threshold"] < lowest_fake
     assert metrics["video"]["threshold_source"].startswith("validation")
     assert metrics["video"]["auc"] == 1.0  # test is perfectly ranked...
@@ -221,8 +260,18 @@ def test_evaluate_takes_threshold_and_temperature_from_validation_only(tmp_path)
     assert metrics["calibration"]["fitted_on"] == "val faces" and metrics["calibration"]["temperature"] > 0
     assert set(metrics["robustness"]) == {"clean", "jpeg50", "downscale0.5"}
 
-    few = evaluate(faces, videos, tmp_path, Brightness(), input_size=32, aggregation=AggregationParams(strategy="mean"),
-                   params=EvaluateParams(flip=False, bootstrap=0, min_val_videos=4, no_face_score=0.5), log=lambda _: None)
-    assert few.metrics["video"]["threshold"] == 0.5 and "fewer than evaluate.min_val_videos" in few.metrics["video"]["threshold_source"]
+    few = evaluate(
+        faces,
+        videos,
+        tmp_path,
+        Brightness(),
+        input_size=32,
+        aggregation=AggregationParams(strategy="mean"),
+        params=EvaluateParams(flip=False, bootstrap=0, min_val_videos=4, no_face_score=0.5),
+    )
+    assert (
+        few.metrics["video"]["threshold"] == 0.5
+        and "fewer than evaluate.min_val_videos" in few.metrics["video"]["threshold_source"]
+    )
     assert few.metrics["calibration"]["temperature"] == 1.0
     assert few.metrics["video"]["count"] == 7  # the video without a face scored as asked

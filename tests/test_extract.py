@@ -15,12 +15,10 @@ import cv2
 import pandas as pd
 import pytest
 
-from deepfake.data import build_dataset
-from deepfake.extract import FACE_COLUMNS, update_faces, update_frames
-from deepfake.faces import FaceParams
-from deepfake.frames import FrameSampling
-from deepfake.parallel import PoolSettings
-from deepfake.sample import SampleSpec, make_sample
+from deepfake.config import FaceParams, FrameSampling, PoolSettings, SampleSpec
+from deepfake.data.dataset import build_dataset
+from deepfake.data.sample import make_sample
+from deepfake.video.extraction import FACE_COLUMNS, update_faces, update_frames
 from tests.conftest import PROJECT_ROOT, make_clip
 
 SAMPLING = FrameSampling(per_video=4)
@@ -32,7 +30,7 @@ INLINE = PoolSettings(workers=1, retry_delay_s=0)
 def clips(tmp_path_factory):
     """Four sample clips (two real faces, two fakes of them) and a face-less noise clip, as a videos table."""
     root = tmp_path_factory.mktemp("clips")
-    make_sample(root, spec=SampleSpec(clips_per_face=1, frames=8, width=320, height=240), log=lambda _: None)
+    make_sample(root, spec=SampleSpec(clips_per_face=1, frames=8, width=320, height=240))
     make_clip(root / "noise.mp4", frames=8, size=(160, 120))
     metadata = json.loads((root / "metadata.json").read_text())
     metadata["noise.mp4"] = {"label": "REAL"}
@@ -43,8 +41,8 @@ def clips(tmp_path_factory):
 
 
 def run_both(videos, work: Path, params=PARAMS, pool=INLINE):
-    frames = update_frames(videos, work / "frames", SAMPLING, 90, pool)
-    faces = update_faces(videos, work / "frames", work / "faces", params, 90, pool)
+    frames = update_frames(videos, work / "frames", SAMPLING, pool)
+    faces = update_faces(videos, work / "frames", work / "faces", params, pool)
     return frames, faces
 
 
@@ -57,7 +55,8 @@ def test_frames_and_faces_of_a_dataset(clips, tmp_path):
     assert len(frames.table) == 4 * len(clips) and set(frames.report["status"]) == {"ok"}
     for row in frames.table.itertuples():
         assert cv2.imread(str(tmp_path / "frames" / row.file)).shape == (
-            (120, 160, 3) if row.video_id.startswith("noise") else (240, 320, 3))
+            (120, 160, 3) if row.video_id.startswith("noise") else (240, 320, 3)
+        )
 
     table, report = faces.table, faces.report.set_index("video_id")
     assert list(table.columns) == FACE_COLUMNS
@@ -124,8 +123,10 @@ def test_two_workers_give_the_same_faces_as_one(clips, tmp_path):
     _, parallel = run_both(clips, tmp_path / "two", pool=PoolSettings(workers=2, retry_delay_s=0))
     columns = ["video_id", "frame_index", "face", "track", "x1", "y1", "x2", "y2", "crop"]
     key = ["video_id", "frame_index", "face"]
-    pd.testing.assert_frame_equal(serial.table[columns].sort_values(key).reset_index(drop=True),
-                                  parallel.table[columns].sort_values(key).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        serial.table[columns].sort_values(key).reset_index(drop=True),
+        parallel.table[columns].sort_values(key).reset_index(drop=True),
+    )
 
 
 @pytest.mark.slow
@@ -133,16 +134,16 @@ def test_two_workers_give_the_same_faces_as_one(clips, tmp_path):
 def test_kill_9_during_the_faces_stage_then_rerun_resumes(clips, tmp_path):
     """Kill the faces stage once some videos are done; nothing half-written stays, and the rerun finishes."""
     work = tmp_path / "work"
-    update_frames(clips, work / "frames", SAMPLING, 90, INLINE)
+    update_frames(clips, work / "frames", SAMPLING, INLINE)
     clips.to_csv(tmp_path / "videos.csv", index=False)
     script = textwrap.dedent(f"""
         import pandas as pd
-        from deepfake.extract import update_faces
-        from deepfake.faces import FaceParams
-        from deepfake.frames import FrameSampling
-        from deepfake.parallel import PoolSettings
-        update_faces(pd.read_csv({str(tmp_path / 'videos.csv')!r}), {str(work / 'frames')!r}, {str(work / 'faces')!r},
-                     FaceParams(crop_size=112), 90, PoolSettings(workers=1, retry_delay_s=0))
+        from deepfake.video.extraction import update_faces
+        from deepfake.config import FaceParams
+        from deepfake.config import FrameSampling
+        from deepfake.config import PoolSettings
+        update_faces(pd.read_csv({str(tmp_path / "videos.csv")!r}), {str(work / "frames")!r}, {str(work / "faces")!r},
+                     FaceParams(crop_size=112), PoolSettings(workers=1, retry_delay_s=0))
     """)
     process = subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT_ROOT)
     parts = work / "faces" / "parts"
@@ -159,9 +160,78 @@ def test_kill_9_during_the_faces_stage_then_rerun_resumes(clips, tmp_path):
         for face in json.loads(part.read_text())["faces"]:
             assert (work / "faces" / face["crop"]).is_file()
 
-    result = update_faces(clips, work / "frames", work / "faces", FaceParams(crop_size=112), 90, INLINE)
+    result = update_faces(clips, work / "frames", work / "faces", FaceParams(crop_size=112), INLINE)
     assert result.reused == len(done_before) and result.redone == len(clips) - len(done_before)
     leftovers = [p for p in files_under(work / "faces") if Path(p).name.startswith(".")]
     assert leftovers == []
     crops = {p for p in files_under(work / "faces") if p.startswith(("real/", "fake/"))}
     assert crops == set(result.table["crop"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_faces_on_a_two_worker_dask_cluster_match_a_serial_run(tmp_path):
+    from deepfake.config import FaceParams, FrameSampling, PoolSettings, SampleSpec
+    from deepfake.data.dataset import build_dataset
+    from deepfake.data.sample import make_sample
+    from deepfake.video.extraction import update_faces, update_frames
+
+    make_sample(
+        tmp_path / "clips", spec=SampleSpec(clips_per_face=1, fakes_per_real=1, frames=8, width=320, height=240)
+    )
+    videos = build_dataset(tmp_path / "clips").videos
+    serial = PoolSettings(workers=1)
+    update_frames(videos, tmp_path / "frames", FrameSampling(per_video=3), serial)
+    params = FaceParams(crop_size=64)
+    expected = update_faces(videos, tmp_path / "frames", tmp_path / "serial", params, serial)
+    on_dask = update_faces(
+        videos, tmp_path / "frames", tmp_path / "dask", params, PoolSettings(workers=2, dask="local")
+    )
+    assert len(expected.table) > 0 and on_dask.redone == len(videos)
+    pd.testing.assert_frame_equal(on_dask.table, expected.table)
+    pd.testing.assert_frame_equal(on_dask.report, expected.report)
+    for crop in expected.table["crop"]:
+        assert (tmp_path / "dask" / crop).read_bytes() == (tmp_path / "serial" / crop).read_bytes()
+
+
+def test_a_cache_version_bump_redoes_every_video(clips, tmp_path, monkeypatch):
+    import deepfake.video.extraction as extraction
+
+    run_both(clips, tmp_path)
+    monkeypatch.setattr(extraction, "FACES_VERSION", extraction.FACES_VERSION + 1)
+    frames, faces = run_both(clips, tmp_path)
+    assert (frames.redone, faces.redone) == (0, len(clips))  # new crops, same frames
+    monkeypatch.setattr(extraction, "FRAMES_VERSION", extraction.FRAMES_VERSION + 1)
+    frames, faces = run_both(clips, tmp_path)
+    assert (frames.redone, faces.redone) == (len(clips), len(clips))  # new frames mean new crops
+
+
+def test_a_comment_or_formatting_change_in_the_code_redoes_nothing(clips, tmp_path):
+    """Keys carry explicit versions, not a hash of the source: the same code, re-commented, reuses every output."""
+    import shutil
+
+    run_both(clips, tmp_path)
+    copy = tmp_path / "edited"
+    shutil.copytree(PROJECT_ROOT / "deepfake", copy / "deepfake", ignore=shutil.ignore_patterns("__pycache__"))
+    for module in ("video/extraction.py", "video/frames.py", "video/face_detection.py", "images.py"):
+        path = copy / "deepfake" / module
+        path.write_text("# an edit that changes no output\n" + path.read_text().replace("    ", "    ", 1) + "\n\n")
+    clips.to_csv(tmp_path / "videos.csv", index=False)
+    script = textwrap.dedent(f"""
+        import pandas as pd, deepfake
+        from deepfake.config import FaceParams, PoolSettings
+        from deepfake.video.extraction import update_faces, update_frames
+        from tests.test_extract import SAMPLING
+        assert deepfake.__file__.startswith({str(copy)!r}), deepfake.__file__
+        videos = pd.read_csv({str(tmp_path / "videos.csv")!r})
+        pool = PoolSettings(workers=1)
+        frames = update_frames(videos, {str(tmp_path / "frames")!r}, SAMPLING, pool)
+        faces = update_faces(videos, {str(tmp_path / "frames")!r}, {str(tmp_path / "faces")!r}, FaceParams(crop_size=112), pool)
+        print(frames.redone, frames.reused, faces.redone, faces.reused)
+    """)
+    env = {**os.environ, "PYTHONPATH": f"{copy}{os.pathsep}{PROJECT_ROOT}"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", str(len(clips)), "0", str(len(clips))]

@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 from skimage import data
 
-from deepfake.faces import (Face, FaceParams, box_iou, crop_with_margin, detect_faces, detect_faces_batch, link_tracks,
-                            load_detector)
+from deepfake.config import FaceParams
+from deepfake.video.face_detection import (
+    Face,
+    box_iou,
+    crop_with_margin,
+    detect_faces,
+    detect_faces_batch,
+    link_tracks,
+    load_face_detector,
+)
 from tests.conftest import SHARED_DATA
 
 PHOTOS = SHARED_DATA / "face-photos"
@@ -16,7 +24,7 @@ PHOTOS = SHARED_DATA / "face-photos"
 
 @pytest.fixture(scope="module")
 def detector():
-    return load_detector()
+    return load_face_detector()
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +34,16 @@ def astronaut_rgb():
 
 def _face(box, prob=0.99):
     x1, y1, x2, y2 = box
-    points = np.array([[x1 + 0.3 * (x2 - x1), y1 + 0.4 * (y2 - y1)], [x1 + 0.7 * (x2 - x1), y1 + 0.4 * (y2 - y1)],
-                       [(x1 + x2) / 2, (y1 + y2) / 2], [x1 + 0.35 * (x2 - x1), y1 + 0.75 * (y2 - y1)],
-                       [x1 + 0.65 * (x2 - x1), y1 + 0.75 * (y2 - y1)]], np.float32)
+    points = np.array(
+        [
+            [x1 + 0.3 * (x2 - x1), y1 + 0.4 * (y2 - y1)],
+            [x1 + 0.7 * (x2 - x1), y1 + 0.4 * (y2 - y1)],
+            [(x1 + x2) / 2, (y1 + y2) / 2],
+            [x1 + 0.35 * (x2 - x1), y1 + 0.75 * (y2 - y1)],
+            [x1 + 0.65 * (x2 - x1), y1 + 0.75 * (y2 - y1)],
+        ],
+        np.float32,
+    )
     return Face(box=tuple(map(float, box)), prob=prob, landmarks=points)
 
 
@@ -60,7 +75,9 @@ def test_bgr_frames_give_the_faces_their_rgb_copies_give(detector, astronaut_rgb
     big = cv2.resize(astronaut_rgb, (1536, 1536), interpolation=cv2.INTER_CUBIC)
     frames_rgb = [big, astronaut_rgb]
     from_rgb = detect_faces_batch(detector, frames_rgb, FaceParams(max_side=768))
-    from_bgr = detect_faces_batch(detector, [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in frames_rgb], FaceParams(max_side=768), bgr=True)
+    from_bgr = detect_faces_batch(
+        detector, [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in frames_rgb], FaceParams(max_side=768), bgr=True
+    )
     assert [len(faces) for faces in from_bgr] == [len(faces) for faces in from_rgb] == [1, 1]
     for [rgb_face], [bgr_face] in zip(from_rgb, from_bgr):
         assert bgr_face.box == pytest.approx(rgb_face.box) and bgr_face.prob == pytest.approx(rgb_face.prob)

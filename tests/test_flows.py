@@ -1,4 +1,4 @@
-"""Prefect flows against a real local Prefect server: retrain, gpu limit, deployments, score-inbox, Dask, S3 remote."""
+"""Prefect flows against a real local Prefect server: retrain, gpu limit, deployments, score-inbox, S3 remote."""
 
 from __future__ import annotations
 
@@ -43,11 +43,14 @@ def prefect_api(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("prefect-home")
     url = f"http://127.0.0.1:{free_port()}/api"
-    env = os.environ | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                        "PREFECT_API_URL": url}
+    env = os.environ | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": url}
     log = open(home / "server.log", "w")
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                               "--port", url.split(":")[2].split("/")[0]], env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", url.split(":")[2].split("/")[0]],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for(f"{url}/health", 120, server)
         saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
@@ -77,12 +80,18 @@ FLAKY = "import os, sys; os.path.exists('tried') or (open('tried', 'w').close(),
 def test_retrain_retries_a_transient_failure_and_stops_on_a_stage_error(prefect_api, tmp_path):
     from flows.retrain import retrain
 
-    root = dvc_project(tmp_path / "p", {
-        "fetch": {"cmd": f'python -c "{FLAKY}" && echo data > a.txt', "outs": ["a.txt"]},
-        "check": {"cmd": "python -c \"import sys; sys.exit('check: metadata.csv line 3: unknown label')\"",
-                  "deps": ["a.txt"], "outs": ["b.txt"]},
-        "report": {"cmd": "echo never > c.txt", "deps": ["b.txt"], "outs": ["c.txt"]},
-    })
+    root = dvc_project(
+        tmp_path / "p",
+        {
+            "fetch": {"cmd": f'python -c "{FLAKY}" && echo data > a.txt', "outs": ["a.txt"]},
+            "check": {
+                "cmd": "python -c \"import sys; sys.exit('check: metadata.csv line 3: unknown label')\"",
+                "deps": ["a.txt"],
+                "outs": ["b.txt"],
+            },
+            "report": {"cmd": "echo never > c.txt", "deps": ["b.txt"], "outs": ["c.txt"]},
+        },
+    )
     state = retrain(project=str(root), retries=1, retry_delay_s=0, return_state=True)
     assert (root / "tried").exists() and (root / "a.txt").read_text() == "data\n"  # failed once, then retried
     assert state.is_failed()
@@ -112,13 +121,15 @@ def test_training_waits_for_the_gpu_limit(prefect_api, tmp_path):
 
 
 def test_score_inbox_scores_new_videos_once_and_sorts_them(prefect_api, tmp_path, monkeypatch):
-    from deepfake.sample import SampleSpec, make_sample
+    from deepfake.config import SampleSpec
+    from deepfake.data.sample import make_sample
     from flows.score_inbox import score_inbox
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     register_version(random_weights(tmp_path / "model.pt"), 0.8)
-    make_sample(tmp_path / "clips", spec=SampleSpec(clips_per_face=1, fakes_per_real=0, frames=8, width=320, height=240),
-                log=lambda _: None)
+    make_sample(
+        tmp_path / "clips", spec=SampleSpec(clips_per_face=1, fakes_per_real=0, frames=8, width=320, height=240)
+    )
     good = sorted((tmp_path / "clips").glob("*.mp4"))[0]
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -144,31 +155,6 @@ def test_score_inbox_scores_new_videos_once_and_sorts_them(prefect_api, tmp_path
     assert score_inbox(inbox=str(inbox), project=str(tmp_path))["already_scored"] == 0  # nothing left to do
 
 
-def test_faces_on_a_two_worker_dask_cluster_match_a_serial_run(prefect_api, tmp_path):
-    from deepfake.data import build_dataset
-    from deepfake.extract import update_faces, update_frames
-    from deepfake.faces import FaceParams
-    from deepfake.frames import FrameSampling
-    from deepfake.parallel import PoolSettings
-    from deepfake.sample import SampleSpec, make_sample
-    from flows.faces import update_faces_on_dask
-
-    make_sample(tmp_path / "clips", spec=SampleSpec(clips_per_face=1, fakes_per_real=1, frames=8, width=320, height=240),
-                log=lambda _: None)
-    videos = build_dataset(tmp_path / "clips").videos
-    serial = PoolSettings(workers=1)
-    update_frames(videos, tmp_path / "frames", FrameSampling(per_video=3), 90, serial)
-    params = FaceParams(crop_size=64)
-    expected = update_faces(videos, tmp_path / "frames", tmp_path / "serial", params, 90, serial)
-    on_dask = update_faces_on_dask(videos, tmp_path / "frames", tmp_path / "dask", params, 90,
-                                   PoolSettings(workers=2, dask="local"))
-    assert len(expected.table) > 0 and on_dask.redone == len(videos)
-    pd.testing.assert_frame_equal(on_dask.table, expected.table)
-    pd.testing.assert_frame_equal(on_dask.report, expected.report)
-    for crop in expected.table["crop"]:
-        assert (tmp_path / "dask" / crop).read_bytes() == (tmp_path / "serial" / crop).read_bytes()
-
-
 def test_retrain_pushes_to_an_s3_remote_that_a_second_machine_pulls(prefect_api, tmp_path):
     """moto's S3 server on 127.0.0.1 stands in for S3-compatible storage; dvc-s3 talks to it for real."""
     import boto3
@@ -177,16 +163,27 @@ def test_retrain_pushes_to_an_s3_remote_that_a_second_machine_pulls(prefect_api,
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(f"{endpoint}/moto-api/", 60, server)
-        credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        credentials = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         for key, value in credentials.items():
             os.environ[key] = value
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="pipeline")
-        stages = {"make": {"cmd": "python -c \"open('model.bin', 'wb').write(bytes(range(256)) * 64)\"",
-                           "outs": ["model.bin"]}}
+        stages = {
+            "make": {
+                "cmd": "python -c \"open('model.bin', 'wb').write(bytes(range(256)) * 64)\"",
+                "outs": ["model.bin"],
+            }
+        }
         first = dvc_project(tmp_path / "first", stages)
         dvc(first, "remote", "add", "-d", "storage", "s3://pipeline/dvc")
         dvc(first, "remote", "modify", "storage", "endpointurl", endpoint)
@@ -211,11 +208,19 @@ def test_deployments_with_schedules_and_a_triggered_retrain_on_the_demo_data(pre
     """`prefect deploy --all` from prefect.yaml, then a process worker runs a triggered nightly retrain."""
     remote = tmp_path / "remote"
     dvc(project, "remote", "add", "-d", "-f", "local", str(remote))
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"
+    }
 
     def prefect(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        result = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], cwd=project, env=env, capture_output=True,
-                                text=True, timeout=timeout)
+        result = subprocess.run(
+            [str(BIN / "prefect"), "--no-prompt", *args],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         return result
 

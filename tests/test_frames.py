@@ -10,8 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from deepfake.frames import FrameReadReport, FrameSampling, read_frames, sample_frame_indices
-from deepfake.video import VideoError, write_video
+from deepfake.config import FrameSampling
+from deepfake.errors import VideoError
+from deepfake.video.frames import FrameReadReport, read_frames, sample_frame_indices
+from deepfake.video.probe import write_video
 
 BITS = 6  # frames carry their own index as 6 black/white vertical stripes: survives lossy mp4v/H.264 exactly
 
@@ -107,7 +109,9 @@ def test_per_second_gives_duration_times_rate(count, fps, per_second, expected):
         assert_spread(indices, count, expected)
 
 
-@pytest.mark.parametrize(("count", "fps", "per_second"), [(1, 30.0, 1.0), (5, 30.0, 1.0), (10, 30.0, 1.0), (2, 60.0, 0.1), (50, 0.0, 2.0)])
+@pytest.mark.parametrize(
+    ("count", "fps", "per_second"), [(1, 30.0, 1.0), (5, 30.0, 1.0), (10, 30.0, 1.0), (2, 60.0, 0.1), (50, 0.0, 2.0)]
+)
 def test_per_second_very_short_video_still_gives_one_frame(count, fps, per_second):
     indices = sample_frame_indices(count, fps, FrameSampling(per_second=per_second))
     assert len(indices) == 1
@@ -323,11 +327,26 @@ def test_variable_frame_rate_times_come_from_timestamps(tmp_path, ffmpeg):
     vfr = tmp_path / "vfr.mp4"
     # First 10 frames 0.1 s apart, the other 30 frames 1/30 s apart: 40 frames over about 2 s.
     try:
-        run_ffmpeg(ffmpeg, "-framerate", "30", "-i", images / "%03d.png",
-                   "-vf", "setpts='if(lt(N,10),N/10,1+(N-10)/30)/TB'", "-fps_mode", "vfr",
-                   "-c:v", "libx264", "-pix_fmt", "yuv420p", vfr)
+        run_ffmpeg(
+            ffmpeg,
+            "-framerate",
+            "30",
+            "-i",
+            images / "%03d.png",
+            "-vf",
+            "setpts='if(lt(N,10),N/10,1+(N-10)/30)/TB'",
+            "-fps_mode",
+            "vfr",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            vfr,
+        )
     except subprocess.CalledProcessError as error:
-        pytest.skip(f"this ffmpeg cannot make a variable-frame-rate mp4: {error.stderr.decode(errors='replace')[-300:]}")
+        pytest.skip(
+            f"this ffmpeg cannot make a variable-frame-rate mp4: {error.stderr.decode(errors='replace')[-300:]}"
+        )
 
     capture = cv2.VideoCapture(str(vfr))
     frames, fps = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), capture.get(cv2.CAP_PROP_FPS)

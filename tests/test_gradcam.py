@@ -6,17 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from deepfake.detector import VideoDetector
-from deepfake.gradcam import gradcam, last_conv_block, overlay
-from deepfake.models import build_classifier, load_classifier
-from deepfake.sample import SampleSpec, make_sample
+from deepfake.config import SampleSpec
+from deepfake.data.sample import make_sample
+from deepfake.model.classifier import build_classifier, load_classifier
+from deepfake.serving.gradcam import gradcam, last_conv_block, overlay
+from deepfake.serving.video_detector import VideoDetector
 from tests.conftest import CONFIG, random_weights
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2", "efficientnet_lite0"])
 def test_gradcam_gives_one_normalised_map_per_crop_and_leaves_the_model_untouched(backbone):
     torch.manual_seed(0)
-    model, _ = build_classifier(backbone, "none", log=lambda _: None)
+    model, _ = build_classifier(backbone, "none")
     model = model.to(memory_format=torch.channels_last).eval()
     crops = [np.random.default_rng(i).integers(0, 256, (48, 48, 3), dtype=np.uint8) for i in range(3)]
     before = model(torch.zeros(1, 3, 64, 64)).detach()
@@ -33,7 +34,7 @@ def test_gradcam_gives_one_normalised_map_per_crop_and_leaves_the_model_untouche
 def test_gradcam_is_hottest_where_the_fake_evidence_is():
     """A head that reads "fake" as feature energy, and a crop with texture only in its top-left quarter."""
     torch.manual_seed(0)
-    model, _ = build_classifier("resnet18", "none", log=lambda _: None)
+    model, _ = build_classifier("resnet18", "none")
     with torch.no_grad():
         model.head[1].weight.zero_()
         model.head[1].weight[1] = 1.0  # FAKE logit = sum of the pooled features
@@ -49,8 +50,7 @@ def test_gradcam_is_hottest_where_the_fake_evidence_is():
 @pytest.fixture(scope="module")
 def detector_and_clip(tmp_path_factory):
     root = tmp_path_factory.mktemp("evidence")
-    make_sample(root / "clips", spec=SampleSpec(clips_per_face=1, fakes_per_real=0, frames=8, width=320, height=240),
-                log=lambda _: None)
+    make_sample(root / "clips", spec=SampleSpec(clips_per_face=1, fakes_per_real=0, frames=8, width=320, height=240))
     detector = VideoDetector(load_classifier(random_weights(root / "model.pt"), "resnet18"), CONFIG)
     return detector, sorted((root / "clips").glob("*.mp4"))[0]
 

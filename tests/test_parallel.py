@@ -12,7 +12,9 @@ from pathlib import Path
 import cv2
 import pytest
 
-from deepfake.parallel import Job, Outcome, PermanentError, PoolSettings, limit_threads, run_jobs
+from deepfake.config import PoolSettings
+from deepfake.errors import PermanentError
+from deepfake.video.pool import Job, Outcome, limit_threads, run_jobs
 
 # ---------------------------------------------------------------- work functions (run in the workers)
 

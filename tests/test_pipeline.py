@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,12 +16,22 @@ import yaml
 from tests.conftest import PROJECT_ROOT, make_clip
 
 pytestmark = pytest.mark.slow
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", "prefect.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
+PROJECT_FILES = [
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    "prefect.yaml",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+]
 PROJECT_DIRS = ["deepfake", "stages", "flows"]
 
 
 def run(args, cwd, check=True):
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    # DVC runs each stage's `python -m stages.X` through PATH: this environment's interpreter must come first.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -43,6 +54,8 @@ def project(tmp_path):
     params["train"].update(epochs=2, batch_size=8, loader_workers=0)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     run(["git", "init", "-q"], root)
+    # As `make demo` does: the sample clips are made outside the pipeline, from params.yaml's sample section.
+    run([sys.executable, "-m", "deepfake.cli", "make-sample"], root)
     return root
 
 
@@ -52,7 +65,7 @@ def dvc(project, *args, check=True):
 
 def test_dvc_repro_builds_the_pipeline_and_a_second_run_does_nothing(project):
     first = dvc(project, "repro")
-    for stage in ("sample", "dataset", "frames", "faces", "train", "evaluate", "register"):
+    for stage in ("dataset", "frames", "faces", "train", "evaluate", "register"):
         assert f"Running stage '{stage}'" in first.stdout
     videos = pd.read_csv(project / "data/interim/videos.csv")
     rejects = pd.read_csv(project / "data/interim/rejects.csv")
@@ -96,6 +109,21 @@ def test_dvc_repro_builds_the_pipeline_and_a_second_run_does_nothing(project):
     assert "Data and pipelines are up to date" in again.stdout
     assert "Running stage" not in again.stdout
 
+    # Code is a dependency by package: an inference-only change reruns register (the registered model
+    # bundles the package) and nothing else; a training change reruns train and what follows it.
+    with open(project / "deepfake/serving/upload.py", "a") as handle:
+        handle.write("\n# an inference-only change\n")
+    assert changed_stages(project) == {"register"}
+    with open(project / "deepfake/model/augment.py", "a") as handle:
+        handle.write("\n# a training change\n")
+    assert changed_stages(project) == {"train", "evaluate", "register"}
+
+
+def changed_stages(project) -> set[str]:
+    """Stages `dvc status` finds out of date (a dependency changed), without running anything."""
+    status = json.loads(dvc(project, "status", "--json").stdout or "{}")
+    return {key.split(":")[-1] for key in status}
+
 
 def test_param_changes_rerun_only_the_stages_that_read_them(project):
     # Up to faces only: the stages downstream read the same keys the first test already covers end to end.
@@ -104,7 +132,7 @@ def test_param_changes_rerun_only_the_stages_that_read_them(project):
     params["faces"]["margin"] = 0.5
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     rerun = dvc(project, "repro", "faces")
-    for stage in ("sample", "dataset", "frames"):
+    for stage in ("dataset", "frames"):
         assert f"Stage '{stage}' didn't change, skipping" in rerun.stdout
     assert "Running stage 'faces'" in rerun.stdout
     assert "faces: 24 crops from 8 videos (8 processed, 0 unchanged, 0 removed)" in rerun.stdout
@@ -112,14 +140,17 @@ def test_param_changes_rerun_only_the_stages_that_read_them(project):
     params["dataset"]["split"]["seed"] = 7
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     rerun = dvc(project, "repro", "faces")
-    assert "Stage 'sample' didn't change, skipping" in rerun.stdout
     assert "Running stage 'dataset'" in rerun.stdout
     # A new split changes the videos table, not any video's content: no video is decoded or detected again.
     assert "(0 decoded, 8 unchanged, 0 removed)" in rerun.stdout
     assert "(0 processed, 8 unchanged, 0 removed)" in rerun.stdout
     faces = pd.read_csv(project / "data/faces/faces.csv")
     videos = pd.read_csv(project / "data/interim/videos.csv")
-    assert faces.merge(videos[["video_id", "split"]], on="video_id", suffixes=("", "_now")).eval("split == split_now").all()
+    assert (
+        faces.merge(videos[["video_id", "split"]], on="video_id", suffixes=("", "_now"))
+        .eval("split == split_now")
+        .all()
+    )
 
 
 def test_unreadable_metadata_stops_the_stage_with_file_and_line_and_no_traceback(project):
@@ -129,7 +160,9 @@ def test_unreadable_metadata_stops_the_stage_with_file_and_line_and_no_traceback
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["dataset"]["root"] = "incoming"
     (project / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.rmtree(project / "data" / "sample")
     result = dvc(project, "repro", "dataset", check=False)
+    assert not (project / "data" / "sample").exists()  # a pipeline on other data never makes the demo's clips
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "incoming/metadata.json, line 3" in output

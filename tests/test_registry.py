@@ -13,7 +13,8 @@ import pytest
 import requests
 import torch
 
-from deepfake.sample import SampleSpec, make_sample
+from deepfake.config import SampleSpec
+from deepfake.data.sample import make_sample
 from tests.conftest import CONFIG, PROJECT_ROOT, free_port, make_clip, random_weights, register_version
 
 
@@ -22,8 +23,7 @@ def store(tmp_path_factory):
     """A fresh SQLite tracking store, a small random-init model's weights, and clips to score."""
     root = tmp_path_factory.mktemp("registry")
     weights = random_weights(root / "model.pt")
-    make_sample(root / "clips", spec=SampleSpec(clips_per_face=1, fakes_per_real=1, frames=8, width=320, height=240),
-                log=lambda _: None)
+    make_sample(root / "clips", spec=SampleSpec(clips_per_face=1, fakes_per_real=1, frames=8, width=320, height=240))
     (root / "notes.mp4").write_text("this is text, not a video")
     whole = next((root / "clips").glob("*.mp4")).read_bytes()
     (root / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
@@ -34,11 +34,12 @@ def store(tmp_path_factory):
 
 
 def ensure_champion(store) -> None:
-    from deepfake.registry import RegistryError, connect, model_versions
+    from deepfake.errors import RegistryError
+    from deepfake.tracking import connect, model_versions
 
     connect(store[0])
     try:
-        if model_versions()["aliases"].str.contains("champion").any():
+        if model_versions("deepfake-detector")["aliases"].str.contains("champion").any():
             return
     except RegistryError:
         pass
@@ -46,13 +47,19 @@ def ensure_champion(store) -> None:
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deepfake.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=PROJECT_ROOT, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "deepfake.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=PROJECT_ROOT,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
 def test_gate_moves_the_champion_only_for_a_better_version(store):
-    from deepfake.registry import model_versions, promote
+    from deepfake.tracking import model_versions, promote
 
     root, weights = store
     first = register_version(weights, 0.80)
@@ -61,21 +68,27 @@ def test_gate_moves_the_champion_only_for_a_better_version(store):
     assert worse.alias == "challenger" and worse.champion_version == first.version and worse.champion_value == 0.80
     better = register_version(weights, 0.90)
     assert better.alias == "champion" and "beats" in better.reason
-    table = model_versions().set_index("version")
+    table = model_versions("deepfake-detector").set_index("version")
     assert table.loc[int(better.version), "aliases"] == "champion"
     assert table.loc[int(worse.version), "aliases"] == "challenger"
     assert table.loc[int(first.version), "aliases"] == ""
-    assert promote(first.version) == better.version  # rollback by hand
-    assert model_versions().set_index("version").loc[int(first.version), "aliases"] == "champion"
-    promote(better.version)
+    assert promote(first.version, "deepfake-detector") == better.version  # rollback by hand
+    assert model_versions("deepfake-detector").set_index("version").loc[int(first.version), "aliases"] == "champion"
+    promote(better.version, "deepfake-detector")
 
 
 @pytest.mark.slow
 def test_predict_by_alias_on_generated_clips(store):
     root, _ = store
     ensure_champion(store)
-    result = cli("predict", str(root / "clips"), str(root / "noise"), str(root / "notes.mp4"),
-                 str(root / "missing.mp4"), str(root / "truncated.mp4"))
+    result = cli(
+        "predict",
+        str(root / "clips"),
+        str(root / "noise"),
+        str(root / "notes.mp4"),
+        str(root / "missing.mp4"),
+        str(root / "truncated.mp4"),
+    )
     assert result.returncode == 1, result.stderr  # some rows are errors
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     by_name = {Path(row["video"]).name: row for row in rows}
@@ -88,7 +101,9 @@ def test_predict_by_alias_on_generated_clips(store):
     assert by_name["noise.mp4"]["verdict"] == "NO_FACE" and by_name["noise.mp4"]["p_fake"] is None
     assert by_name["notes.mp4"]["verdict"] == "ERROR" and "not a readable video" in by_name["notes.mp4"]["reason"]
     assert by_name["missing.mp4"]["verdict"] == "ERROR" and "no such file" in by_name["missing.mp4"]["reason"]
-    assert by_name["truncated.mp4"]["verdict"] == "ERROR" and by_name["truncated.mp4"]["reason"].startswith("truncated.mp4: ")
+    assert by_name["truncated.mp4"]["verdict"] == "ERROR" and by_name["truncated.mp4"]["reason"].startswith(
+        "truncated.mp4: "
+    )
     assert "Traceback" not in result.stderr and "loaded in" in result.stderr
 
 
@@ -109,7 +124,9 @@ def test_directory_with_no_videos_is_an_error_row(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "readme.txt").write_text("x")
     found = _video_paths([tmp_path / "empty", tmp_path / "docs", tmp_path / "nope.mp4"])
-    assert [reason.split(": ")[1] for _, reason in found] == ["folder holds no video files"] * 2 + ["no such file or folder"]
+    assert [reason.split(": ")[1] for _, reason in found] == ["folder holds no video files"] * 2 + [
+        "no such file or folder"
+    ]
 
 
 @pytest.mark.slow
@@ -137,7 +154,9 @@ def test_unreachable_registry_is_one_clear_line():
 def test_a_checkpoint_that_is_not_a_state_dict_is_refused(store, tmp_path):
     import mlflow
 
-    from deepfake.registry import RegistryError, connect, load_detector_model, log_detector
+    from deepfake.errors import RegistryError
+    from deepfake.serving.loading import load_detector_model
+    from deepfake.tracking import connect, log_detector
 
     class Payload:
         def __reduce__(self):
@@ -147,7 +166,7 @@ def test_a_checkpoint_that_is_not_a_state_dict_is_refused(store, tmp_path):
     torch.save({"weights": Payload()}, evil)
     connect(store[0])
     with mlflow.start_run():
-        info = log_detector(evil, CONFIG, "# card\n")
+        info = log_detector(evil, CONFIG.to_dict(), "# card\n")
     version = mlflow.register_model(info.model_uri, "evil-detector").version
     with pytest.raises(RegistryError, match="not a plain state_dict"):
         load_detector_model(f"models:/evil-detector/{version}")
@@ -159,9 +178,26 @@ def mlflow_server(tmp_path):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         for _ in range(120):
             try:
@@ -195,17 +231,36 @@ def test_mlflow_models_serve_answers_a_list_of_video_paths(store):
     ensure_champion(store)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/deepfake-detector@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            "models:/deepfake-detector@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         # MLflow execs `uvicorn` from PATH: the one installed beside this interpreter.
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
+    )
     try:
         clip = next((root / "clips").glob("*.mp4"))
         for _ in range(240):
             try:
-                response = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=120,
-                                         json={"dataframe_records": [{"video": str(clip)}, {"video": str(root / "notes.mp4")}]})
+                response = requests.post(
+                    f"http://127.0.0.1:{port}/invocations",
+                    timeout=120,
+                    json={"dataframe_records": [{"video": str(clip)}, {"video": str(root / "notes.mp4")}]},
+                )
                 break
             except requests.ConnectionError:
                 time.sleep(0.5)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 
 import cv2
 import numpy as np
 import pytest
 
-from deepfake.sample import MANIPULATIONS, SampleError, SampleSpec, make_sample
+from deepfake.config import SampleSpec
+from deepfake.data.sample import MANIPULATIONS, make_sample
+from deepfake.errors import SampleError
 
 SMALL = SampleSpec(clips_per_face=2, fakes_per_real=1, frames=8, width=320, height=240, seed=3)
 
@@ -34,7 +37,7 @@ def _frames(path, indices):
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     out = tmp_path_factory.mktemp("sample") / "clips"
-    metadata = make_sample(out, spec=SMALL, log=lambda _: None)
+    metadata = make_sample(out, spec=SMALL)
     return out, metadata
 
 
@@ -64,10 +67,10 @@ def test_sample_writes_labelled_clips_and_metadata(sample):
 def test_sample_is_deterministic_for_a_seed(sample, tmp_path):
     out, _ = sample
     again = tmp_path / "again"
-    make_sample(again, spec=SMALL, log=lambda _: None)
+    make_sample(again, spec=SMALL)
     assert _digests(again) == _digests(out)
     other = tmp_path / "other"
-    make_sample(other, spec=SampleSpec(**{**SMALL.__dict__, "seed": 4}), log=lambda _: None)
+    make_sample(other, spec=SampleSpec(**{**SMALL.__dict__, "seed": 4}))
     assert _digests(other)["metadata.json"] == _digests(out)["metadata.json"]
     assert _digests(other) != _digests(out)
 
@@ -93,12 +96,12 @@ def test_fakes_differ_from_their_original_inside_the_face(sample, detector):
         difference = np.abs(fake_frame.astype(np.float32) - real_frame.astype(np.float32)).mean(axis=2)
         inside = difference[y1:y2, x1:x2].mean()
         outside_mask = np.ones_like(difference, dtype=bool)
-        outside_mask[max(0, y1 - 20):y2 + 20, max(0, x1 - 20):x2 + 20] = False
+        outside_mask[max(0, y1 - 20) : y2 + 20, max(0, x1 - 20) : x2 + 20] = False
         outside = difference[outside_mask].mean()
         assert inside > 3 * outside, f"{name}: face differs by {inside:.1f}, background by {outside:.1f}"
 
 
-def test_faces_folder_uses_photos_with_faces_and_reports_the_rest(tmp_path):
+def test_faces_folder_uses_photos_with_faces_and_reports_the_rest(tmp_path, caplog):
     from skimage import data
 
     faces = tmp_path / "faces"
@@ -106,8 +109,9 @@ def test_faces_folder_uses_photos_with_faces_and_reports_the_rest(tmp_path):
     cv2.imwrite(str(faces / "astronaut.png"), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     cv2.imwrite(str(faces / "coins.png"), data.coins())  # no face in it
     (faces / "broken.jpg").write_bytes(b"not an image")
-    messages = []
-    metadata = make_sample(tmp_path / "out", faces=faces, spec=SampleSpec(clips_per_face=1, frames=4), log=messages.append)
+    with caplog.at_level(logging.INFO):
+        metadata = make_sample(tmp_path / "out", SampleSpec(faces=str(faces), clips_per_face=1, frames=4))
+    messages = caplog.messages
     assert {entry["face"] for entry in metadata.values()} == {"astronaut"}
     assert any("broken.jpg" in m and "not a readable image" in m for m in messages)
     assert any("coins" in m and "no face" in m for m in messages)
@@ -120,14 +124,14 @@ def test_faces_folder_without_any_face_is_a_clear_error(tmp_path):
     faces.mkdir()
     cv2.imwrite(str(faces / "coins.png"), data.coins())
     with pytest.raises(SampleError, match="no photo with a detectable face"):
-        make_sample(tmp_path / "out", faces=faces, spec=SampleSpec(clips_per_face=1, frames=4), log=lambda _: None)
+        make_sample(tmp_path / "out", SampleSpec(faces=str(faces), clips_per_face=1, frames=4))
     assert not (tmp_path / "out").exists()
     with pytest.raises(SampleError, match="not found"):
-        make_sample(tmp_path / "out", faces=tmp_path / "missing", log=lambda _: None)
+        make_sample(tmp_path / "out", SampleSpec(faces=str(tmp_path / "missing")))
 
 
 def test_a_run_that_fails_midway_leaves_the_previous_sample_whole(sample, tmp_path, monkeypatch):
-    import deepfake.sample as sample_module
+    import deepfake.data.sample as sample_module
 
     out, _ = sample
     copy = tmp_path / "clips"
@@ -144,7 +148,7 @@ def test_a_run_that_fails_midway_leaves_the_previous_sample_whole(sample, tmp_pa
     write_then_fail.__wrapped__ = sample_module.write_video
     monkeypatch.setattr(sample_module, "write_video", write_then_fail)
     with pytest.raises(OSError, match="disk full"):
-        make_sample(copy, spec=SMALL, log=lambda _: None)
+        make_sample(copy, spec=SMALL)
     assert len(written) == 2
     assert _digests(copy) == before
     assert [p.name for p in tmp_path.iterdir()] == ["clips"]  # the half-written folder is gone

@@ -18,11 +18,10 @@ import cv2
 import numpy as np
 import pytest
 import requests
-
 from typer.testing import CliRunner
 
 from deepfake.cli import app
-from deepfake.detector import RESULT_COLUMNS
+from deepfake.serving.video_detector import RESULT_COLUMNS
 from tests.conftest import Server, free_port, make_clip
 
 pytestmark = pytest.mark.slow
@@ -30,10 +29,16 @@ pytestmark = pytest.mark.slow
 BOUNDARY = "test-boundary-7f3a"
 
 
-def post_video(server: Server, path: Path, *, field: str = "file", name: str | None = None, **params) -> requests.Response:
+def post_video(
+    server: Server, path: Path, *, field: str = "file", name: str | None = None, **params
+) -> requests.Response:
     with open(path, "rb") as handle:
-        return requests.post(f"{server.url}/v1/predict", params=params, timeout=120,
-                             files={field: (name or path.name, handle, "video/mp4")})
+        return requests.post(
+            f"{server.url}/v1/predict",
+            params=params,
+            timeout=120,
+            files={field: (name or path.name, handle, "video/mp4")},
+        )
 
 
 def uploads_left(server: Server) -> list[Path]:
@@ -55,8 +60,10 @@ def cli(server: Server, *args: str):
 
 
 def multipart_head(filename: str = "big.mp4") -> bytes:
-    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
-            "Content-Type: video/mp4\r\n\r\n").encode()
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: video/mp4\r\n\r\n"
+    ).encode()
 
 
 def raw_post(server: Server, headers: dict, body: Iterable[bytes]) -> tuple[int, dict]:
@@ -118,7 +125,10 @@ def test_a_text_file_named_mp4_is_422_not_a_readable_video(served, tmp_path):
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     response = post_video(served, empty)
-    assert response.status_code == 422 and response.json()["detail"] == "empty.mp4: not a readable video: empty file (0 bytes)"
+    assert (
+        response.status_code == 422
+        and response.json()["detail"] == "empty.mp4: not a readable video: empty file (0 bytes)"
+    )
     assert uploads_left(served) == []
 
 
@@ -126,8 +136,22 @@ def test_a_truncated_file_is_422_saying_so(served, tmp_path, ffmpeg):
     # Index at the front (faststart): what is left opens, and decoding stops early. (A clip long enough
     # that losing half is more than the few tail frames a container's count may overshoot by.)
     front = tmp_path / "front.mp4"
-    subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-i", str(make_clip(tmp_path / "long.mp4", frames=40)),
-                    "-c", "copy", "-movflags", "+faststart", str(front)], check=True)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-y",
+            "-loglevel",
+            "error",
+            "-i",
+            str(make_clip(tmp_path / "long.mp4", frames=40)),
+            "-c",
+            "copy",
+            "-movflags",
+            "+faststart",
+            str(front),
+        ],
+        check=True,
+    )
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(front.read_bytes()[: front.stat().st_size // 2])
     response = post_video(served, cut)
@@ -147,32 +171,44 @@ def test_the_wrong_field_name_is_422_naming_the_expected_field(served):
     response = post_video(served, served.clips[0], field="video")
     assert response.status_code == 422
     assert response.json()["detail"] == "expected the video in a multipart form field named 'file' (got 'video')"
-    response = requests.post(f"{served.url}/v1/predict", data=served.clips[0].read_bytes(),
-                             headers={"Content-Type": "video/mp4"}, timeout=60)
+    response = requests.post(
+        f"{served.url}/v1/predict", data=served.clips[0].read_bytes(), headers={"Content-Type": "video/mp4"}, timeout=60
+    )
     assert response.status_code == 422 and "multipart/form-data in a field named 'file'" in response.json()["detail"]
     assert uploads_left(served) == []
 
 
 def test_an_upload_declared_too_large_is_413_before_its_body_is_read(served):
-    status, body = raw_post(served, {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
-                                     "Content-Length": str(50 * 1024 * 1024)}, [])
+    status, body = raw_post(
+        served,
+        {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Content-Length": str(50 * 1024 * 1024)},
+        [],
+    )
     assert status == 413 and body["detail"] == "upload larger than the limit of 1 MB"
     assert uploads_left(served) == []
 
 
 def test_a_streamed_upload_is_413_as_soon_as_it_passes_the_limit(served):
     pieces = [multipart_head()] + [bytes(64 * 1024)] * 48  # 3 MB of a 1 MB limit, and no end
-    status, body = raw_post(served, {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
-                                     "Transfer-Encoding": "chunked"}, chunked(pieces))
+    status, body = raw_post(
+        served,
+        {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Transfer-Encoding": "chunked"},
+        chunked(pieces),
+    )
     assert status == 413 and "limit of 1 MB" in body["detail"]
     wait_for(lambda: uploads_left(served) == [], "the upload folder to be removed", 10)
 
 
 def test_an_upload_goes_to_a_private_folder_that_is_removed_when_the_client_leaves(served):
     with socket.create_connection(("127.0.0.1", served.port), timeout=60) as sock:
-        sock.sendall((f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
-                      f"boundary={BOUNDARY}\r\nContent-Length: 900000\r\n\r\n").encode()
-                     + multipart_head("../../../etc/passwd") + bytes(100_000))
+        sock.sendall(
+            (
+                f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                f"boundary={BOUNDARY}\r\nContent-Length: 900000\r\n\r\n"
+            ).encode()
+            + multipart_head("../../../etc/passwd")
+            + bytes(100_000)
+        )
         video = wait_for(lambda: [p for folder in uploads_left(served) for p in folder.iterdir()], "the upload file")[0]
         assert stat.S_IMODE(video.parent.stat().st_mode) == 0o700
         assert stat.S_IMODE(video.stat().st_mode) == 0o600
@@ -263,16 +299,20 @@ def test_a_prediction_over_the_time_limit_is_504(served, tmp_path, monkeypatch):
     """A second server, in a thread of this process, whose time limit no prediction can meet."""
     import uvicorn
 
-    from deepfake.registry import connect
-    from deepfake.serve import LiveModel, ServeSettings, create_app
+    from deepfake.serving.app import ServeSettings, create_app
+    from deepfake.serving.live_model import LiveModel
+    from deepfake.tracking import connect
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", served.env["MLFLOW_TRACKING_URI"])
     connect(experiment=False)
     uploads = tmp_path / "uploads"
-    settings = ServeSettings(timeout_s=0.001, upload_dir=uploads)
+    settings = ServeSettings(model_uri="models:/deepfake-detector@champion", timeout_s=0.001, upload_dir=uploads)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(LiveModel.load(settings.model_uri), settings),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(LiveModel.load(settings.model_uri), settings), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -280,8 +320,10 @@ def test_a_prediction_over_the_time_limit_is_504(served, tmp_path, monkeypatch):
         with open(served.clips[0], "rb") as handle:
             response = requests.post(f"http://127.0.0.1:{port}/v1/predict", files={"file": handle}, timeout=60)
         assert response.status_code == 504
-        assert response.json()["detail"] == (f"{served.clips[0].name}: no answer within the 0.001 s limit "
-                                             "(the server is busy or the video is long); try again later")
+        assert response.json()["detail"] == (
+            f"{served.clips[0].name}: no answer within the 0.001 s limit "
+            "(the server is busy or the video is long); try again later"
+        )
         wait_for(lambda: list(uploads.iterdir()) == [], "the timed-out job to remove its upload", 60)
     finally:
         server.should_exit = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,37 +16,36 @@ import pandas as pd
 import pytest
 import torch
 
-from deepfake.data import build_dataset
-from deepfake.extract import update_faces, update_frames
-from deepfake.faces import FaceParams
-from deepfake.models import build_classifier
-from deepfake.frames import FrameSampling
-from deepfake.parallel import PoolSettings
-from deepfake.sample import SampleSpec, make_sample
-from deepfake.train import FaceCrops, TrainParams, class_weights, fit, training_rows
+from deepfake.config import FaceParams, FrameSampling, ModelParams, PoolSettings, SampleSpec, TrainParams
+from deepfake.data.dataset import build_dataset
+from deepfake.data.sample import make_sample
+from deepfake.model.classifier import build_classifier
+from deepfake.model.training import FaceCrops, class_weights, fit, training_rows
+from deepfake.video.extraction import update_faces, update_frames
 from tests.conftest import PROJECT_ROOT
 
-TINY = TrainParams(backbone="resnet18", weights="none", input_size=64, epochs=2, batch_size=8, lr=1e-3,
-                   loader_workers=0, faces_per_video=3, seed=1)
+TINY_MODEL = ModelParams(backbone="resnet18", weights="none", input_size=64)
+TINY = TrainParams(epochs=2, batch_size=8, lr=1e-3, loader_workers=0, faces_per_video=3, seed=1)
 
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
     """Crops of the sample clips, made by the frames and faces stages' own functions."""
     root = tmp_path_factory.mktemp("train")
-    make_sample(root / "clips", spec=SampleSpec(clips_per_face=2, frames=8, width=320, height=240), log=lambda _: None)
+    make_sample(root / "clips", spec=SampleSpec(clips_per_face=2, frames=8, width=320, height=240))
     videos = build_dataset(root / "clips").videos
     pool = PoolSettings(workers=1)
-    update_frames(videos, root / "frames", FrameSampling(per_video=4), 90, pool)
-    table = update_faces(videos, root / "frames", root / "faces", FaceParams(crop_size=64), 90, pool).table
+    update_frames(videos, root / "frames", FrameSampling(per_video=4), pool)
+    table = update_faces(videos, root / "frames", root / "faces", FaceParams(crop_size=64), pool).table
     assert set(table["split"]) == {"train", "val", "test"}
     return table, root / "faces"
 
 
-def test_a_tiny_training_run_end_to_end(faces):
+def test_a_tiny_training_run_end_to_end(faces, caplog):
     table, faces_dir = faces
-    messages = []
-    result = fit(table, faces_dir, TINY, log=messages.append)
+    with caplog.at_level(logging.INFO):
+        result = fit(table, faces_dir, TINY_MODEL, TINY)
+    messages = caplog.messages
     history = result.history
     assert list(history["epoch"]) == [1, 2]
     assert np.isfinite(history[["train_loss", "val_loss", "train_accuracy", "val_accuracy"]].to_numpy()).all()
@@ -61,8 +61,8 @@ def test_a_tiny_training_run_end_to_end(faces):
 def test_training_is_reproducible_for_a_seed(faces):
     table, faces_dir = faces
     params = TrainParams(**{**TINY.__dict__, "epochs": 1})
-    first = fit(table, faces_dir, params, log=lambda _: None)
-    second = fit(table, faces_dir, params, log=lambda _: None)
+    first = fit(table, faces_dir, TINY_MODEL, params)
+    second = fit(table, faces_dir, TINY_MODEL, params)
     for name, tensor in first.model.state_dict().items():
         assert torch.equal(tensor, second.model.state_dict()[name]), name
 
@@ -71,7 +71,7 @@ def test_early_stopping_keeps_the_best_epoch(faces):
     table, faces_dir = faces
     # With no learning (only batch-norm statistics move) the validation loss soon stops improving.
     params = TrainParams(**{**TINY.__dict__, "epochs": 8, "lr": 0.0, "patience": 2})
-    result = fit(table, faces_dir, params, log=lambda _: None)
+    result = fit(table, faces_dir, TINY_MODEL, params)
     history = result.history
     assert len(history) < params.epochs, "training should have stopped early"
     assert result.best_epoch == int(history.loc[history["val_loss"].idxmin(), "epoch"])
@@ -125,11 +125,14 @@ def test_kill_9_mid_training_then_rerun_gives_the_same_model(faces, tmp_path):
     params = TrainParams(**{**TINY.__dict__, "epochs": 4, "patience": 10, "faces_per_video": 4})
     checkpoint = tmp_path / "checkpoint.pt"
     script = textwrap.dedent(f"""
-        import pandas as pd, torch
-        from deepfake.train import TrainParams, fit, save_model
-        result = fit(pd.read_csv({str(tmp_path / 'faces.csv')!r}), {str(faces_dir)!r}, TrainParams(**{params.__dict__!r}),
-                     checkpoint={str(checkpoint)!r}, log=lambda message: print(message, flush=True))
-        save_model(result.model, {str(tmp_path / 'model.pt')!r})
+        import logging, sys, pandas as pd, torch
+        from deepfake.config import ModelParams, TrainParams
+        from deepfake.model.training import fit, save_model
+        logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
+        result = fit(pd.read_csv({str(tmp_path / "faces.csv")!r}), {str(faces_dir)!r},
+                     ModelParams(**{TINY_MODEL.__dict__!r}), TrainParams(**{params.__dict__!r}),
+                     checkpoint={str(checkpoint)!r})
+        save_model(result.model, {str(tmp_path / "model.pt")!r})
         print("resumed from", result.resumed_from, flush=True)
     """)
 
@@ -142,12 +145,14 @@ def test_kill_9_mid_training_then_rerun_gives_the_same_model(faces, tmp_path):
     process.wait()
     assert checkpoint.is_file() and not (tmp_path / "model.pt").exists()
 
-    rerun = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming from" in rerun.stdout and "resumed from 0" not in rerun.stdout
     resumed = torch.load(tmp_path / "model.pt", weights_only=True)
 
-    uninterrupted = fit(table, faces_dir, params, log=lambda _: None).model.state_dict()
+    uninterrupted = fit(table, faces_dir, TINY_MODEL, params).model.state_dict()
     for name, tensor in uninterrupted.items():
         assert torch.equal(tensor, resumed[name]), name
 
@@ -160,19 +165,28 @@ def test_two_process_gloo_ddp_training_on_cpu(faces, tmp_path):
     table.to_csv(tmp_path / "faces.csv", index=False)
     params = TrainParams(**{**TINY.__dict__, "epochs": 1, "processes": 2})
     script = tmp_path / "ddp_fit.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, os, pandas as pd, torch
-        from deepfake.train import TrainParams, fit, save_model
-        result = fit(pd.read_csv({str(tmp_path / 'faces.csv')!r}), {str(faces_dir)!r}, TrainParams(**{params.__dict__!r}),
-                     checkpoint={str(tmp_path / 'checkpoint.pt')!r}, log=print)
+        from deepfake.config import ModelParams, TrainParams
+        from deepfake.model.training import fit, save_model
+        result = fit(pd.read_csv({str(tmp_path / "faces.csv")!r}), {str(faces_dir)!r},
+                     ModelParams(**{TINY_MODEL.__dict__!r}), TrainParams(**{params.__dict__!r}),
+                     checkpoint={str(tmp_path / "checkpoint.pt")!r})
         rank = torch.distributed.get_rank()
         save_model(result.model, {str(tmp_path)!r} + f"/rank{{rank}}.pt")
         json.dump({{"world": torch.distributed.get_world_size(), "backend": torch.distributed.get_backend(),
                    "history": result.history.to_dict("records")}}, open({str(tmp_path)!r} + f"/rank{{rank}}.json", "w"))
         torch.distributed.destroy_process_group()
-    """))
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)],
-                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=280)
+    """)
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     reports = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(r["world"] == 2 and r["backend"] == "gloo" for r in reports)
@@ -180,7 +194,7 @@ def test_two_process_gloo_ddp_training_on_cpu(faces, tmp_path):
     assert np.isfinite(reports[0]["history"][0]["train_loss"])
     weights = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     torch.manual_seed(TINY.seed)
-    initial = build_classifier("resnet18", "none", log=lambda _: None)[0].state_dict()
+    initial = build_classifier("resnet18", "none")[0].state_dict()
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
     assert not torch.equal(weights[0]["head.1.weight"], initial["head.1.weight"])  # it did train
     assert (tmp_path / "checkpoint.pt").is_file()  # written by rank 0 alone

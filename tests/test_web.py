@@ -14,8 +14,16 @@ import pytest
 from tests.conftest import Server
 
 CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PHONE = {"width": 390, "height": 844}
 
 pytestmark = [
@@ -72,7 +80,9 @@ def test_upload_a_clip_and_see_the_verdict_faces_heatmaps_and_chart(page, served
     heatmaps = page.locator("#faces img.gradcam")
     assert heatmaps.count() == figures.count()
     # Every heatmap image decoded and is on screen.
-    assert page.evaluate("[...document.querySelectorAll('#faces img.gradcam')].every(i => i.complete && i.naturalWidth > 0)")
+    assert page.evaluate(
+        "[...document.querySelectorAll('#faces img.gradcam')].every(i => i.complete && i.naturalWidth > 0)"
+    )
     assert heatmaps.first.is_visible()
     assert page.locator("#chart svg circle").count() >= 4 and page.locator("#chart svg .threshold").count() == 1
     # Readable on a phone: nothing wider than the screen.

@@ -1,0 +1,170 @@
+"""Training-time image changes: the degradations real uploads suffer, and self-blended pseudo-fakes.
+
+All take and return BGR uint8 crops and draw from an explicit numpy Generator, so a sample's augmentation
+depends only on its seed: the same run gives the same images whatever the worker scheduling, which is what
+lets an interrupted training resume to the identical result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from deepfake.images import down_up, stored
+
+
+@dataclass(frozen=True)
+class Degrade:
+    """Flip, colour jitter, JPEG recompression, downscale-upscale and a small shift, each by chance."""
+
+    flip: float = 0.5
+    colour: float = 0.5
+    # Uploads are often recompressed hard or upscaled from a small original; half the training faces are, so that
+    # a soft or blocky face alone does not read as fake (a real face and its pseudo-fake share the degradation).
+    jpeg: float = 0.5
+    jpeg_quality: tuple[int, int] = (30, 95)
+    rescale: float = 0.5
+    rescale_factor: tuple[float, float] = (0.3, 0.9)
+    shift: float = 0.3
+    max_shift: float = 0.04
+
+    def __call__(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if rng.random() < self.flip:
+            crop = crop[:, ::-1]
+        if rng.random() < self.colour:
+            crop = jitter_colour(crop, rng, gain=0.1, brightness=15, hue=4, saturation=0.15)
+        if rng.random() < self.shift:
+            crop = shift(crop, rng, self.max_shift)
+        if rng.random() < self.rescale:
+            crop = down_up(crop, rng.uniform(*self.rescale_factor))
+        if rng.random() < self.jpeg:
+            crop = stored(crop, int(rng.integers(*self.jpeg_quality)))
+        return np.ascontiguousarray(crop)
+
+
+def jitter_colour(
+    crop: np.ndarray, rng: np.random.Generator, *, gain: float, brightness: float, hue: float, saturation: float
+) -> np.ndarray:
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-hue, hue)) % 180
+    hsv[..., 1] *= rng.uniform(1 - saturation, 1 + saturation)
+    out = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR).astype(np.float32)
+    out = out * rng.uniform(1 - gain, 1 + gain, size=3) + rng.uniform(-brightness, brightness)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def shift(crop: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
+    height, width = crop.shape[:2]
+    dx, dy = rng.uniform(-fraction, fraction, size=2) * (width, height)
+    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(crop, matrix, (width, height), borderMode=cv2.BORDER_REFLECT101)
+
+
+def bend(image: np.ndarray, rng: np.random.Generator, amount: float, grid: int = 4) -> np.ndarray:
+    """The image resampled through a smooth random displacement field moving each point by up to `amount` px."""
+    height, width = image.shape[:2]
+    field = cv2.resize(
+        rng.uniform(-amount, amount, size=(grid, grid, 2)).astype(np.float32),
+        (width, height),
+        interpolation=cv2.INTER_LINEAR,
+    )  # linear: no overshoot past `amount`
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    return cv2.remap(image, xs + field[..., 0], ys + field[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+
+
+# ---------------------------------------------------------------- self-blended images
+
+
+@dataclass(frozen=True)
+class SelfBlend:
+    """A pseudo-fake from one real face (Shiohara & Yamasaki, CVPR 2022): a colour- and geometry-jittered
+    copy of the face blended back over it inside a soft mask built from the landmarks.
+
+    The model sees the traces blending leaves (a boundary, a colour and sharpness mismatch) without any one
+    manipulation method's fingerprint. The source is blurred, sharpened or resampled at a lower resolution
+    (the paper's source augmentation); sharpening too, so that "blurry face" alone never means fake.
+    """
+
+    scale: tuple[float, float] = (0.95, 1.05)
+    max_shift: float = 0.03
+    blur_sigma: tuple[float, float] = (0.5, 1.5)
+    downscale: tuple[float, float] = (0.25, 0.7)
+    bend: float = 0.5  # chance the source's inner geometry is bent by a smooth random displacement field...
+    bend_amount: tuple[float, float] = (0.02, 0.1)  # ...moving points by up to this many eye distances
+    mask_blur: tuple[float, float] = (0.03, 0.2)  # the edge's Gaussian sigma in eye distances: crisp to very soft
+    amplitudes: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+
+    def __call__(self, crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        source = self._source(crop, landmarks, rng)
+        mask = self._mask(crop.shape[:2], landmarks, rng)[..., None]
+        blended = source.astype(np.float32) * mask + crop.astype(np.float32) * (1 - mask)
+        return np.clip(blended, 0, 255).astype(np.uint8)
+
+    def _source(self, crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        source = jitter_colour(crop, rng, gain=0.15, brightness=20, hue=6, saturation=0.2)
+        roll = rng.random()
+        if roll < 0.3:
+            source = cv2.GaussianBlur(source, (0, 0), rng.uniform(*self.blur_sigma))
+        elif roll < 0.45:
+            soft = cv2.GaussianBlur(source, (0, 0), 1.0)
+            source = np.clip(source.astype(np.float32) * 1.6 - soft.astype(np.float32) * 0.6, 0, 255).astype(np.uint8)
+        elif roll < 0.75:
+            # Generated faces are made at a lower resolution than the frame they are pasted into.
+            source = down_up(source, rng.uniform(*self.downscale))
+        height, width = crop.shape[:2]
+        scale = rng.uniform(*self.scale)
+        dx, dy = rng.uniform(-self.max_shift, self.max_shift, size=2) * (width, height)
+        matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 0.0, scale)
+        matrix[:, 2] += (dx, dy)
+        source = cv2.warpAffine(source, matrix, (width, height), borderMode=cv2.BORDER_REFLECT101)
+        if rng.random() < self.bend:
+            # A generated face never lines up with the one beneath it everywhere: eyes, mouth and jaw drift apart
+            # locally (re-enactment, imperfect alignment), not only by one global scale and shift.
+            source = bend(source, rng, rng.uniform(*self.bend_amount) * eye_distance(landmarks))
+        return source
+
+    def _mask(self, shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        points = face_outline(landmarks, rng)
+        mask = np.zeros(shape, np.float32)
+        if rng.random() < 0.5:
+            cv2.fillConvexPoly(mask, cv2.convexHull(points.astype(np.int32)), 1.0)
+        else:
+            (cx, cy), (w, h), angle = cv2.minAreaRect(points.astype(np.float32))
+            cv2.ellipse(mask, ((cx, cy), (w * 1.05, h * 1.05), angle), 1.0, -1)
+        if rng.random() < 0.5:
+            size = int(rng.integers(3, 15))
+            kernel = np.ones((size, size), np.uint8)
+            mask = cv2.erode(mask, kernel) if rng.random() < 0.5 else cv2.dilate(mask, kernel)
+        # Swaps are pasted through anything from a crisp hull to a wide feather: the width scales with the face.
+        mask = cv2.GaussianBlur(mask, (0, 0), rng.uniform(*self.mask_blur) * eye_distance(landmarks))
+        return mask * float(rng.choice(self.amplitudes))
+
+
+def face_outline(landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Points around the face from MTCNN's five landmarks: those plus forehead, chin and cheeks, pushed out
+    0.6-1.0 eye distances so the mask covers the face, not just the eyes-nose-mouth triangle."""
+    points = np.asarray(landmarks, np.float32).reshape(5, 2)
+    left_eye, right_eye, nose, mouth_left, mouth_right = points
+    distance = eye_distance(points)
+    across = (right_eye - left_eye) / distance
+    down = np.array([-across[1], across[0]], np.float32)
+    centre = points.mean(axis=0)
+    reach = lambda: rng.uniform(0.6, 1.0) * distance  # noqa: E731 - a fresh distance per point
+    extra = [
+        (left_eye + right_eye) / 2 - down * reach(),  # forehead
+        (mouth_left + mouth_right) / 2 + down * reach(),  # chin
+        left_eye - across * reach() * 0.8,
+        right_eye + across * reach() * 0.8,  # temples
+        mouth_left - across * reach() * 0.6,
+        mouth_right + across * reach() * 0.6,  # cheeks
+        centre + (down - across) * reach(),
+        centre + (down + across) * reach(),  # jaw
+    ]
+    return np.vstack([points, np.array(extra, np.float32)])
+
+
+def eye_distance(landmarks: np.ndarray) -> float:
+    left_eye, right_eye = np.asarray(landmarks, np.float32).reshape(5, 2)[:2]
+    return max(1.0, float(np.linalg.norm(right_eye - left_eye)))

@@ -1,0 +1,95 @@
+"""The face classifier: a backbone with a new 2-class head, built, loaded and scored.
+
+Every score of a face, in training, evaluation and inference, is the FAKE-minus-REAL logit (`fake_logit`);
+P(fake) is `p_fake(logit, temperature)`, the one place a probability is made (for two classes the softmax's
+FAKE column is exactly this sigmoid).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepfake.errors import WeightsUnavailable
+from deepfake.model.backbones import BACKBONES, WeightsOrigin, load_state_dict_file
+from deepfake.model.transforms import to_tensor
+
+logger = logging.getLogger(__name__)
+
+
+class Classifier(nn.Module):
+    """A backbone that maps images to feature vectors, then a linear head to REAL/FAKE logits."""
+
+    def __init__(self, backbone: nn.Module, features: int, num_classes: int = 2, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(features, num_classes))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))
+
+    def freeze_backbone(self, frozen: bool) -> None:
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad_(not frozen)
+
+
+def build_classifier(
+    backbone: str, weights: str = "auto", *, num_classes: int = 2, dropout: float = 0.2
+) -> tuple[Classifier, WeightsOrigin]:
+    """The named backbone with `weights` (imagenet | none | auto | a state_dict path) and a fresh head."""
+    network, features, origin = BACKBONES.get(backbone)(weights)
+    logger.info("backbone %s: weights %s", backbone, origin.describe())
+    return Classifier(network, features, num_classes, dropout), origin
+
+
+def load_classifier(weights_path: str | os.PathLike, backbone: str, *, dropout: float = 0.0) -> Classifier:
+    """A trained classifier from its state_dict file (refused unless it is a plain state_dict), in eval mode."""
+    network, features, _ = BACKBONES.get(backbone)("none")
+    model = Classifier(network, features, dropout=dropout)
+    try:
+        model.load_state_dict(load_state_dict_file(weights_path))
+    except RuntimeError as error:
+        raise WeightsUnavailable(
+            f"{weights_path}: does not fit backbone {backbone} ({str(error).splitlines()[0]})"
+        ) from None
+    # Channels-last lets oneDNN run the (depthwise) convolutions ~1.5-2x faster on CPU; same numbers.
+    return model.to(memory_format=torch.channels_last).eval()
+
+
+@torch.no_grad()
+def face_logits(
+    model: nn.Module, crops_bgr: list[np.ndarray], size: int, *, batch_size: int = 16, flip: bool = True
+) -> np.ndarray:
+    """FAKE-minus-REAL logit per face crop (`p_fake` turns it into a probability).
+
+    With `flip` each crop is also scored mirrored and the two logits averaged (test-time augmentation: the
+    training data was flipped at random, so both views are in distribution).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(crops_bgr), batch_size):
+        batch = (
+            to_tensor(crops_bgr[start : start + batch_size], size)
+            .to(device)
+            .contiguous(memory_format=torch.channels_last)
+        )
+        logits = model(batch).float()
+        if flip:
+            logits = (logits + model(torch.flip(batch, dims=[3])).float()) / 2
+        out.append(fake_logit(logits).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def fake_logit(logits: torch.Tensor) -> torch.Tensor:
+    """The FAKE-minus-REAL difference of a (N, 2) logit batch: the score every level is built from."""
+    return logits[:, 1] - logits[:, 0]
+
+
+def p_fake(fake_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """P(fake) from FAKE-minus-REAL logits, calibrated by `temperature` (1: as the network says)."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(fake_logits, dtype=float) / temperature))

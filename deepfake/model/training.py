@@ -1,0 +1,390 @@
+"""Training a face classifier: data from the faces table, self-blended pseudo-fakes, a resumable loop.
+
+Every random draw is seeded from (seed, epoch, sample), and a checkpoint is written atomically after each
+epoch, so a run killed at any point and started again finishes with the same model as one never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from tqdm import tqdm
+
+from deepfake.atomic import atomic_path
+from deepfake.config import ModelParams, TrainParams
+from deepfake.errors import DataError
+from deepfake.images import read_image
+from deepfake.model.augment import Degrade, SelfBlend
+from deepfake.model.backbones import WeightsOrigin
+from deepfake.model.classifier import Classifier, build_classifier, fake_logit, p_fake
+from deepfake.model.transforms import to_tensor
+
+logger = logging.getLogger(__name__)
+
+
+class FaceCrops(torch.utils.data.Dataset):
+    """Face crops as training items: each item is a list of (image tensor, label) pairs.
+
+    With self-blending a real crop yields itself and its pseudo-fake, so every batch is balanced by
+    construction; dataset fakes yield themselves.
+    """
+
+    def __init__(self, rows: pd.DataFrame, faces_dir: Path, *, size: int, train: bool, fakes: str, seed: int) -> None:
+        self.paths = [str(faces_dir / crop) for crop in rows["crop"]]
+        self.labels = rows["label_id"].astype(int).to_numpy()
+        self.landmarks = [np.array(json.loads(text), np.float32).reshape(5, 2) for text in rows["landmarks"]]
+        self.size, self.train, self.fakes, self.seed = size, train, fakes, seed
+        self.epoch = 0
+        self.degrade, self.blend = Degrade(), SelfBlend()
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> list[tuple[torch.Tensor, int]]:
+        crop = read_image(self.paths[index])
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        images = [(crop, int(self.labels[index]))]
+        if self.fakes != "dataset" and self.labels[index] == 0:
+            # Landmarks are in the saved crop's pixels; blending happens before the resize to the input size.
+            images.append((self.blend(crop, self.landmarks[index], rng), 1))
+        if self.train:
+            # A real face and its pseudo-fake get the same degradation (as in the SBI paper), so the pair differs
+            # only by the blend: compression, blur or colour alone never tell them apart.
+            degradation = int(rng.integers(2**32))
+            images = [(self.degrade(image, np.random.default_rng(degradation)), label) for image, label in images]
+        return [(to_tensor([image], self.size)[0], label) for image, label in images]
+
+
+def collate_pairs(items: list[list[tuple[torch.Tensor, int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = [pair for item in items for pair in item]
+    return torch.stack([image for image, _ in flat]), torch.tensor([label for _, label in flat])
+
+
+def training_rows(faces: pd.DataFrame, params: TrainParams, split: str) -> pd.DataFrame:
+    rows = faces[faces["split"] == split]
+    if params.fakes == "self_blend":
+        rows = rows[rows["label_id"] == 0]
+    if params.faces_per_video:  # evenly spread over each video, so every part of it is seen
+        picks = []
+        for _, group in rows.groupby("video_id", sort=False):
+            picks.extend(
+                group.index[np.linspace(0, len(group) - 1, min(len(group), params.faces_per_video)).astype(int)]
+            )
+        rows = rows.loc[picks]
+    return rows.reset_index(drop=True)
+
+
+def class_weights(dataset: FaceCrops) -> torch.Tensor:
+    """Cross-entropy weights that make REAL and FAKE count equally, whatever the mix of the data."""
+    real = int((dataset.labels == 0).sum())
+    fake = int((dataset.labels == 1).sum()) + (real if dataset.fakes != "dataset" else 0)
+    total = real + fake
+    return torch.tensor([total / (2 * max(real, 1)), total / (2 * max(fake, 1))], dtype=torch.float32)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process sits in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def join_process_group() -> Distributed:
+    """Under torchrun (WORLD_SIZE > 1) join the group: NCCL on GPUs, gloo on CPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Distributed(torch.distributed.get_rank(), world)
+
+
+def pick_device(processes: int = 1) -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // processes))
+    return torch.device("cpu")
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader,
+    device,
+    scaler: torch.amp.GradScaler | None,
+    progress: tqdm | None = None,
+) -> dict:
+    model.train()
+    total_loss, correct, seen, started = 0.0, 0, 0, time.perf_counter()
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=scaler is not None):
+            logits = model(images)
+            loss = criterion(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+        if progress is not None:
+            progress.update(len(labels))
+            progress.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+    elapsed = time.perf_counter() - started
+    return {
+        "loss": total_loss / max(seen, 1),
+        "accuracy": correct / max(seen, 1),
+        "images_per_s": seen / elapsed if elapsed > 0 else 0.0,
+    }
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, loader, device) -> tuple[np.ndarray, np.ndarray]:
+    """P(fake) and labels for every image the loader yields."""
+    model.eval()
+    probabilities, labels = [], []
+    for images, batch_labels in loader:
+        logits = model(images.to(device)).float()
+        probabilities.append(p_fake(fake_logit(logits).cpu().numpy()))
+        labels.append(batch_labels.numpy())
+    if not probabilities:
+        return np.zeros(0), np.zeros(0, int)
+    return np.concatenate(probabilities), np.concatenate(labels)
+
+
+def score(probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    if len(labels) == 0:
+        return {"loss": math.nan, "accuracy": math.nan, "auc": math.nan}
+    p = np.clip(probabilities, 1e-7, 1 - 1e-7)
+    return {
+        "loss": float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean()),
+        "accuracy": float(((p >= 0.5) == labels).mean()),
+        "auc": float(roc_auc_score(labels, p)) if len(np.unique(labels)) == 2 else math.nan,
+    }
+
+
+@dataclass
+class TrainResult:
+    model: Classifier
+    history: pd.DataFrame
+    origin: WeightsOrigin
+    best_epoch: int
+    resumed_from: int  # epochs already done when this run started
+
+
+def run_key(faces: pd.DataFrame, model: ModelParams, params: TrainParams) -> str:
+    """What a checkpoint must match to be resumed: the params and the exact training data."""
+    data = pd.util.hash_pandas_object(faces[["crop", "split", "label_id", "landmarks"]], index=False).to_numpy()
+    settings = json.dumps([asdict(model), asdict(params)], sort_keys=True).encode()
+    return hashlib.sha256(settings + data.tobytes()).hexdigest()[:16]
+
+
+def fit(
+    faces: pd.DataFrame,
+    faces_dir: str | os.PathLike,
+    model_params: ModelParams,
+    params: TrainParams,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+) -> TrainResult:
+    """Train on the train split, validate on val each epoch, keep the best; resume from `checkpoint`.
+
+    Under torchrun each process trains on its share of every epoch's batches (DistributedDataParallel
+    averages the gradients, so all hold the same weights) and validates on the whole validation split;
+    only rank 0 logs and writes the checkpoint. The global batch stays `batch_size`.
+    """
+    faces_dir = Path(faces_dir)
+    group = join_process_group()
+    log = logger.info if group.main else (lambda *_: None)
+    torch.manual_seed(params.seed)
+    model, origin = build_classifier(model_params.backbone, model_params.weights, dropout=model_params.dropout)
+    device = pick_device(group.world)
+    model.to(device)
+
+    train_set = FaceCrops(
+        training_rows(faces, params, "train"),
+        faces_dir,
+        size=model_params.input_size,
+        train=True,
+        fakes=params.fakes,
+        seed=params.seed,
+    )
+    if len(train_set) == 0:
+        raise DataError(
+            "no training faces: the train split has no usable face crops "
+            + ("(self-blending trains on REAL faces)" if params.fakes == "self_blend" else "")
+        )
+    val_rows = faces[faces["split"] == "val"].reset_index(drop=True)
+    # Validation sees the dataset's own labels and, for its real faces, fixed pseudo-fakes: so there is a
+    # signal to stop on even when the validation split holds no fakes.
+    val_set = FaceCrops(
+        val_rows, faces_dir, size=model_params.input_size, train=False, fakes="both", seed=params.seed + 1
+    )
+    weights = class_weights(train_set)
+    criterion = nn.CrossEntropyLoss(weight=weights.to(device))
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, params.epochs))
+        if params.scheduler == "cosine"
+        else None
+    )
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    images_per_item = 2 if params.fakes != "dataset" else 1
+    loader_options = dict(
+        num_workers=params.loader_workers,
+        collate_fn=collate_pairs,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=params.batch_size, **loader_options)
+
+    key = run_key(faces, model_params, params)
+    state = {"epoch": 0, "history": [], "best_loss": math.inf, "best_epoch": -1, "best_state": None, "stale": 0}
+    resumed_from = 0
+    if checkpoint and Path(checkpoint).is_file():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if saved.get("key") == key:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(saved["scheduler"])
+            state = {k: saved[k] for k in state}
+            state["history"] = json.loads(saved["history"])
+            resumed_from = state["epoch"]
+            log("resuming from %s after epoch %d", checkpoint, resumed_from)
+        else:
+            log("ignoring %s: it belongs to other params or data", checkpoint)
+
+    for epoch in range(state["epoch"], params.epochs):
+        if state["stale"] >= params.patience:
+            break
+        torch.manual_seed(params.seed * 1000 + epoch)  # dropout and anything else drawing from torch
+        train_set.set_epoch(epoch)
+        model.freeze_backbone(epoch < params.freeze_epochs)
+        batch_items = max(1, params.batch_size // images_per_item // group.world)
+        drop_last = len(train_set) > params.batch_size
+        if group.world > 1:
+            sampler = torch.utils.data.DistributedSampler(
+                train_set, group.world, group.rank, shuffle=True, seed=params.seed * 1000, drop_last=drop_last
+            )
+            sampler.set_epoch(epoch)
+            loader = torch.utils.data.DataLoader(
+                train_set, batch_size=batch_items, sampler=sampler, drop_last=drop_last, **loader_options
+            )
+            # Wrapped each epoch, after freezing: DDP syncs the gradients of the parameters that train now.
+            trained = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        else:
+            order = torch.Generator().manual_seed(params.seed * 1000 + epoch)
+            loader = torch.utils.data.DataLoader(
+                train_set, batch_size=batch_items, shuffle=True, generator=order, drop_last=drop_last, **loader_options
+            )
+            trained = model
+        with tqdm(
+            total=len(loader) * batch_items * images_per_item,
+            desc=f"epoch {epoch + 1}/{params.epochs}",
+            unit="img",
+            disable=None if group.main else True,
+            dynamic_ncols=True,
+        ) as progress:
+            train_metrics = train_one_epoch(trained, criterion, optimizer, loader, device, scaler, progress)
+        if group.world > 1:
+            # DDP syncs gradients, not batch-norm statistics: every process takes rank 0's, as DDP's forward does.
+            for buffer in model.buffers():
+                torch.distributed.broadcast(buffer, 0)
+            # Each process saw its share: average loss and accuracy, add up the speed.
+            totals = torch.tensor(
+                [train_metrics["loss"], train_metrics["accuracy"], train_metrics["images_per_s"]],
+                dtype=torch.float64,
+                device=device,
+            )
+            torch.distributed.all_reduce(totals)
+            train_metrics = {
+                "loss": totals[0].item() / group.world,
+                "accuracy": totals[1].item() / group.world,
+                "images_per_s": totals[2].item(),
+            }
+        probabilities, labels = predict_proba(model, val_loader, device)
+        val_metrics = score(probabilities, labels)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": train_metrics["loss"],
+            "train_accuracy": train_metrics["accuracy"],
+            "val_loss": val_metrics["loss"],
+            "val_accuracy": val_metrics["accuracy"],
+            "val_auc": val_metrics["auc"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": train_metrics["images_per_s"],
+        }
+        if scheduler is not None:
+            scheduler.step()
+        state["history"].append(row)
+        log(
+            f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
+            f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} auc {row['val_auc']:.3f}"
+        )
+        # Without a validation split there is nothing to stop on: the last epoch is the one kept.
+        improved = len(val_set) == 0 or state["best_state"] is None or val_metrics["loss"] < state["best_loss"]
+        if improved:
+            state.update(
+                best_loss=val_metrics["loss"],
+                best_epoch=epoch + 1,
+                stale=0,
+                best_state=copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()}),
+            )
+        else:
+            state["stale"] += 1
+        state["epoch"] = epoch + 1
+        if checkpoint and group.main:
+            save_checkpoint(checkpoint, key, model, optimizer, scheduler, state)
+
+    model.load_state_dict(state["best_state"])
+    return TrainResult(model.cpu(), pd.DataFrame(state["history"]), origin, state["best_epoch"], resumed_from)
+
+
+def save_checkpoint(path, key, model, optimizer, scheduler, state) -> None:
+    payload = {
+        "key": key,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        **{k: v for k, v in state.items() if k != "history"},
+        "history": json.dumps(state["history"]),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def save_model(model: Classifier, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
