@@ -15,8 +15,8 @@ contact sheet of crops to bench/out/. Usage:
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import json
+import multiprocessing
 import resource
 import shutil
 import time
@@ -27,11 +27,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from deepfake.data import build_dataset
-from deepfake.extract import update_faces, update_frames
-from deepfake.faces import FaceParams
-from deepfake.frames import FrameSampling, sample_frame_indices
-from deepfake.parallel import PoolSettings
+from deepfake.config import FaceParams, FrameSampling, PoolSettings
+from deepfake.data.dataset import build_dataset
+from deepfake.video.extraction import update_faces, update_frames
+from deepfake.video.frames import sample_frame_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 TALKING_HEADS = ("liveportrait--", "sadtalker--", "video-retalking--", "face-recognition--")
@@ -46,8 +45,8 @@ def cpu_seconds() -> float:
 
 def run_pipeline(videos: pd.DataFrame, work: Path, sampling: FrameSampling, params: FaceParams, pool: PoolSettings):
     started, cpu = time.perf_counter(), cpu_seconds()
-    frames = update_frames(videos, work / "frames", sampling, 95, pool)
-    faces = update_faces(videos, work / "frames", work / "faces", params, 95, pool)
+    frames = update_frames(videos, work / "frames", sampling, pool)
+    faces = update_faces(videos, work / "frames", work / "faces", params, pool)
     seconds = time.perf_counter() - started
     cores = (cpu_seconds() - cpu) / seconds
     print(f"{pool.workers} worker(s): {seconds:.1f} s, {cores:.2f} cores busy on average", flush=True)
@@ -104,7 +103,7 @@ def contact_sheet(faces: pd.DataFrame, faces_dir: Path, target: Path, per_video:
     columns = 16
     while len(tiles) % columns:
         tiles.append(np.zeros((tile, tile, 3), np.uint8))
-    rows = [np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)]
+    rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
     cv2.imwrite(str(target), np.vstack(rows))
 
 
@@ -113,8 +112,12 @@ def main() -> None:
     parser.add_argument("--videos", default=str(ROOT.parent / "shared/data/real-videos"))
     parser.add_argument("--limit", type=int, default=0, help="use only the first N videos")
     parser.add_argument("--skip-naive", action="store_true")
-    parser.add_argument("--threads-per-worker", type=int, default=0,
-                        help="fix threads per worker (0: cores / workers, the default) to compare pool scaling alone")
+    parser.add_argument(
+        "--threads-per-worker",
+        type=int,
+        default=0,
+        help="fix threads per worker (0: cores / workers, the default) to compare pool scaling alone",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="runs of each pool size, alternated; the best counts")
     parser.add_argument("--out", default=str(ROOT / "bench/out/frames_faces"))
     args = parser.parse_args()
@@ -138,32 +141,47 @@ def main() -> None:
     for _ in range(args.repeats):
         for workers in (1, 2):
             shutil.rmtree(out / f"w{workers}", ignore_errors=True)
-            seconds, cores, frames, faces = run_pipeline(videos, out / f"w{workers}", sampling, params,
-                                                         PoolSettings(workers=workers, threads_per_worker=threads))
+            seconds, cores, frames, faces = run_pipeline(
+                videos, out / f"w{workers}", sampling, params, PoolSettings(workers=workers, threads_per_worker=threads)
+            )
             runs[workers].append((seconds, cores))
     (one, one_cores), (two, two_cores) = min(runs[1]), min(runs[2])
-    results.update(pipeline_1_worker_s=round(one, 1), pipeline_2_workers_s=round(two, 1),
-                   pipeline_1_worker_runs_s=[round(t, 1) for t, _ in runs[1]],
-                   pipeline_2_workers_runs_s=[round(t, 1) for t, _ in runs[2]],
-                   cores_busy_1_worker=round(one_cores, 2), cores_busy_2_workers=round(two_cores, 2),
-                   speedup_2_workers=round(one / two, 2), faces=len(faces.table), frames=len(frames.table),
-                   machine_2_process_scaling=machine_scaling())
+    results.update(
+        pipeline_1_worker_s=round(one, 1),
+        pipeline_2_workers_s=round(two, 1),
+        pipeline_1_worker_runs_s=[round(t, 1) for t, _ in runs[1]],
+        pipeline_2_workers_runs_s=[round(t, 1) for t, _ in runs[2]],
+        cores_busy_1_worker=round(one_cores, 2),
+        cores_busy_2_workers=round(two_cores, 2),
+        speedup_2_workers=round(one / two, 2),
+        faces=len(faces.table),
+        frames=len(frames.table),
+        machine_2_process_scaling=machine_scaling(),
+    )
 
     # Incremental: the 2-worker output minus one video, then that video added back.
     last = videos.iloc[[-1]]
     subset = videos.iloc[:-1]
     run_pipeline(subset, out / "w2", sampling, params, PoolSettings(workers=2))
     added, _, _, again = run_pipeline(videos, out / "w2", sampling, params, PoolSettings(workers=2))
-    results.update(add_one_video_s=round(added, 1), add_one_fraction_of_full=round(added / two, 3),
-                   add_one_video=last["video_id"].item(), add_one_redone=again.redone)
+    results.update(
+        add_one_video_s=round(added, 1),
+        add_one_fraction_of_full=round(added / two, 3),
+        add_one_video=last["video_id"].item(),
+        add_one_redone=again.redone,
+    )
 
     if not args.skip_naive:
         # A fresh interpreter: the naive way must run facenet-pytorch exactly as it ships, untouched by the
         # resampling the pipeline's load_detector installs.
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             naive, naive_faces = pool.submit(run_naive, videos, sampling, params).result()
-        results.update(naive_s=round(naive, 1), naive_faces=naive_faces,
-                       speedup_vs_naive_1_worker=round(naive / one, 2), speedup_vs_naive_2_workers=round(naive / two, 2))
+        results.update(
+            naive_s=round(naive, 1),
+            naive_faces=naive_faces,
+            speedup_vs_naive_1_worker=round(naive / one, 2),
+            speedup_vs_naive_2_workers=round(naive / two, 2),
+        )
 
     report = faces.report.merge(videos[["video_id", "relpath"]], on="video_id")
     heads = report[report["relpath"].str.contains("|".join(TALKING_HEADS))]
@@ -171,8 +189,9 @@ def main() -> None:
     results.update(
         talking_head_clips=len(heads),
         talking_head_frames_with_face=round(heads["frames_with_face"].sum() / max(1, heads["frames"].sum()), 4),
-        talking_head_worst=heads.assign(rate=heads["frames_with_face"] / heads["frames"]).nsmallest(3, "rate")[
-            ["relpath", "rate"]].to_dict("records"),
+        talking_head_worst=heads.assign(rate=heads["frames_with_face"] / heads["frames"])
+        .nsmallest(3, "rate")[["relpath", "rate"]]
+        .to_dict("records"),
         street_scene_tracks=int(street["tracks"].sum()),
         no_face_videos=report.loc[report["status"] != "ok", "relpath"].tolist(),
     )

@@ -31,21 +31,25 @@ import cv2
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deepfake.detector import DetectorConfig, VideoDetector  # noqa: E402
-from deepfake.faces import crop_with_margin, detect_faces_batch, load_detector  # noqa: E402
-from deepfake.frames import FrameSampling, read_frames, sample_frame_indices  # noqa: E402
-from deepfake.models import face_logits, load_classifier  # noqa: E402
-from deepfake.video import probe_video  # noqa: E402
+from deepfake.config import FrameSampling  # noqa: E402
+from deepfake.model.classifier import face_logits, load_classifier  # noqa: E402
+from deepfake.serving.video_detector import DetectorConfig, VideoDetector  # noqa: E402
+from deepfake.video.face_detection import crop_with_margin, detect_faces_batch, load_face_detector  # noqa: E402
+from deepfake.video.frames import read_frames, sample_frame_indices  # noqa: E402
+from deepfake.video.probe import probe_video  # noqa: E402
 
 
 def make_clip(out: Path, seconds: int) -> Path:
     """A 1080p talking-portrait clip from the sample generator (10 s), repeated by stream copy when longer."""
-    from deepfake.sample import SampleSpec, make_sample
+    from deepfake.config import SampleSpec
+    from deepfake.data.sample import make_sample
 
     short = out / "clip10s" / "astronaut_0.mp4"
     if not short.is_file():
-        make_sample(out / "clip10s", spec=SampleSpec(clips_per_face=1, fakes_per_real=0, frames=240, fps=24,
-                                                     width=1920, height=1080), log=lambda _: None)
+        make_sample(
+            out / "clip10s",
+            spec=SampleSpec(clips_per_face=1, fakes_per_real=0, frames=240, fps=24, width=1920, height=1080),
+        )
     if seconds <= 10:
         return short
     import imageio_ffmpeg
@@ -54,8 +58,24 @@ def make_clip(out: Path, seconds: int) -> Path:
     if not long.is_file():
         listing = out / "concat.txt"
         listing.write_text("".join(f"file '{short.resolve()}'\n" for _ in range(seconds // 10)))
-        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "concat", "-safe", "0",
-                        "-i", str(listing), "-c", "copy", str(long)], check=True)
+        subprocess.run(
+            [
+                imageio_ffmpeg.get_ffmpeg_exe(),
+                "-y",
+                "-loglevel",
+                "error",
+                "-f",
+                "concat",
+                "-safe",
+                "0",
+                "-i",
+                str(listing),
+                "-c",
+                "copy",
+                str(long),
+            ],
+            check=True,
+        )
     return long
 
 
@@ -73,9 +93,14 @@ def parts(detector: VideoDetector, path: Path) -> dict:
     decode_s, frames = timed(lambda: [frame for _, _, frame in read_frames(path, indices)])
     rgb = [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in frames]
     detect_s, found = timed(detect_faces_batch, detector.face_detector, rgb, config.faces)
-    crops = [crop_with_margin(frame, face, margin=config.faces.margin, size=config.faces.crop_size)[0]
-             for frame, faces in zip(frames, found) for face in faces]
-    classify_s, _ = timed(face_logits, detector.model, crops, config.input_size, batch_size=config.batch_size, flip=config.flip)
+    crops = [
+        crop_with_margin(frame, face, margin=config.faces.margin, size=config.faces.crop_size)[0]
+        for frame, faces in zip(frames, found)
+        for face in faces
+    ]
+    classify_s, _ = timed(
+        face_logits, detector.model, crops, config.input_size, batch_size=config.batch_size, flip=config.flip
+    )
     return {"decode_s": decode_s, "detect_s": detect_s, "classify_s": classify_s, "faces": len(crops)}
 
 
@@ -83,8 +108,9 @@ def naive(path: str, model_path: str, backbone: str, per_video: int, input_size:
     import torch
     from facenet_pytorch import MTCNN
 
-    from deepfake.faces import Face, FaceParams
-    from deepfake.models import preprocess
+    from deepfake.config import FaceParams
+    from deepfake.model.transforms import to_tensor
+    from deepfake.video.face_detection import Face
 
     torch.set_num_threads(os.cpu_count() or 1)
     model = load_classifier(model_path, backbone).to(memory_format=torch.contiguous_format)  # the plain layout
@@ -103,12 +129,17 @@ def naive(path: str, model_path: str, backbone: str, per_video: int, input_size:
             if index not in wanted:
                 continue
             boxes, probs, points = mtcnn.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), landmarks=True)
-            for box, prob, landmark in zip(boxes if boxes is not None else [], probs if boxes is not None else [],
-                                           points if boxes is not None else []):
+            for box, prob, landmark in zip(
+                boxes if boxes is not None else [],
+                probs if boxes is not None else [],
+                points if boxes is not None else [],
+            ):
                 if prob < params.min_prob:
                     continue
-                crop, _ = crop_with_margin(frame, Face(tuple(box), float(prob), landmark), margin=params.margin, size=params.crop_size)
-                batch = preprocess([crop], input_size)
+                crop, _ = crop_with_margin(
+                    frame, Face(tuple(box), float(prob), landmark), margin=params.margin, size=params.crop_size
+                )
+                batch = to_tensor([crop], input_size)
                 logits = (model(batch) + model(torch.flip(batch, dims=[3]))) / 2
                 scores.append(float(torch.softmax(logits, 1)[0, 1]))
     return {"seconds": time.perf_counter() - started, "faces": len(scores)}
@@ -122,11 +153,12 @@ def registry_load_time(model_path: Path, config: DetectorConfig, work: Path) -> 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     import mlflow
 
-    from deepfake.registry import connect, gate, load_detector_model, log_detector
+    from deepfake.serving.loading import load_detector_model
+    from deepfake.tracking import connect, gate, log_detector
 
     connect(work)
     with mlflow.start_run():
-        info = log_detector(model_path, config, "# benchmark\n")
+        info = log_detector(model_path, config.to_dict(), "# benchmark\n")
     version = mlflow.register_model(info.model_uri, "bench-detector").version
     gate("bench-detector", version, "video.auc", None)
     return load_detector_model("models:/bench-detector@champion").seconds
@@ -136,10 +168,12 @@ def peak_memory_of_predict(model_dir: Path, clip: Path) -> tuple[float, float]:
     """Seconds and peak RSS (MiB) of scoring `clip` in a child process with the logged model."""
     # The child reports its own peak, VmHWM: getrusage's ru_maxrss would not do, RUSAGE_CHILDREN counts the
     # naive run's process and Linux carries the forking parent's (this benchmark's) peak into RUSAGE_SELF.
-    code = (f"import sys, re; sys.path.insert(0, {str(ROOT)!r}); import mlflow.pyfunc, pandas as pd; "
-            f"m = mlflow.pyfunc.load_model({str(model_dir)!r}); "
-            f"print(m.predict(pd.DataFrame({{'video': [{str(clip)!r}]}})).to_json(orient='records')); "
-            "print(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))")
+    code = (
+        f"import sys, re; sys.path.insert(0, {str(ROOT)!r}); import mlflow.pyfunc, pandas as pd; "
+        f"m = mlflow.pyfunc.load_model({str(model_dir)!r}); "
+        f"print(m.predict(pd.DataFrame({{'video': [{str(clip)!r}]}})).to_json(orient='records')); "
+        "print(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1))"
+    )
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - started
@@ -162,7 +196,7 @@ def main() -> None:
 
     clip = make_clip(out, 10)
     config = DetectorConfig(backbone=args.backbone, sampling=FrameSampling(per_video=args.per_video))
-    detector = VideoDetector(load_classifier(args.model, args.backbone), config, load_detector())
+    detector = VideoDetector(load_classifier(args.model, args.backbone), config, load_face_detector())
     detector.predict(clip)  # warm up: first-call allocations, lazy imports
     results = {"clip": str(clip), "per_video": args.per_video}
     ours = [timed(detector.predict, clip) for _ in range(args.repeats)]
@@ -172,7 +206,9 @@ def main() -> None:
     results["parts"] = {key: min(p[key] for p in split) for key in ("decode_s", "detect_s", "classify_s")}
     results["parts_sum_s"] = sum(results["parts"].values())
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results["naive"] = pool.submit(naive, str(clip), args.model, args.backbone, args.per_video, config.input_size).result()
+        results["naive"] = pool.submit(
+            naive, str(clip), args.model, args.backbone, args.per_video, config.input_size
+        ).result()
     results["speedup_vs_naive"] = results["naive"]["seconds"] / results["ours_s"]
     results["ours_over_parts"] = results["ours_s"] / results["parts_sum_s"]
     results["registry_load_s"] = registry_load_time(Path(args.model), config, out)

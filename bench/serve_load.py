@@ -38,12 +38,14 @@ def free_port() -> int:
 
 def demo_clip(out: Path) -> Path:
     """A 2 s 480x360 talking-portrait clip, like the demo's (made once)."""
-    from deepfake.sample import SampleSpec, make_sample
+    from deepfake.config import SampleSpec
+    from deepfake.data.sample import make_sample
 
     clip = out / "clip" / "astronaut_0.mp4"
     if not clip.is_file():
-        make_sample(out / "clip", spec=SampleSpec(clips_per_face=1, fakes_per_real=0, frames=48, fps=24, width=480,
-                                                  height=360), log=lambda _: None)
+        make_sample(
+            out / "clip", spec=SampleSpec(clips_per_face=1, fakes_per_real=0, frames=48, fps=24, width=480, height=360)
+        )
     return clip
 
 
@@ -80,10 +82,25 @@ class PeakMemory:
 
 
 def start_server(args, port: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "deepfake.cli", "serve", "--port", str(port), "--model", args.model,
-               "--workers", str(args.workers), "--max-pending", str(max(32, args.requests)), "--timeout", "600"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "deepfake.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--model",
+        args.model,
+        "--workers",
+        str(args.workers),
+        "--max-pending",
+        str(max(32, args.requests)),
+        "--timeout",
+        "600",
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     for _ in range(1200):
         if process.poll() is not None:
             sys.exit(f"deepfake serve exited: {process.stderr.read()[-2000:]}")
@@ -118,7 +135,9 @@ def main() -> None:
             start.wait()
             began = time.perf_counter()
             try:
-                response = requests.post(f"{url}/v1/predict", files={"file": (clip.name, data, "video/mp4")}, timeout=900)
+                response = requests.post(
+                    f"{url}/v1/predict", files={"file": (clip.name, data, "video/mp4")}, timeout=900
+                )
                 status, verdict = response.status_code, response.json().get("verdict", response.text[:200])
             except requests.RequestException as error:
                 status, verdict = 0, f"{type(error).__name__}: {error}"
@@ -141,16 +160,26 @@ def main() -> None:
         latencies = np.array([seconds for _, seconds, _ in results])
         errors = [(status, verdict) for status, _, verdict in results if status != 200]
         report = {
-            "clip": str(clip), "clip_bytes": len(data), "model": model["uri"], "model_version": model["version"],
-            "backbone": model["backbone"], "input_size": model["input_size"], "workers": args.workers,
-            "requests": args.requests, "errors": len(errors), "error_examples": errors[:3],
+            "clip": str(clip),
+            "clip_bytes": len(data),
+            "model": model["uri"],
+            "model_version": model["version"],
+            "backbone": model["backbone"],
+            "input_size": model["input_size"],
+            "workers": args.workers,
+            "requests": args.requests,
+            "errors": len(errors),
+            "error_examples": errors[:3],
             "verdicts": sorted({verdict for status, _, verdict in results if status == 200}),
             "latency_p50_s": round(float(np.percentile(latencies, 50)), 2),
             "latency_p90_s": round(float(np.percentile(latencies, 90)), 2),
             "latency_p99_s": round(float(np.percentile(latencies, 99)), 2),
-            "wall_s": round(wall, 2), "videos_per_s": round(args.requests / wall, 3),
-            "health_checks": len(health_seconds), "health_max_s": round(max(health_seconds, default=0.0), 3),
-            "server_rss_idle_mb": round(idle_rss / 2**20), "server_rss_peak_mb": round(memory.peak / 2**20),
+            "wall_s": round(wall, 2),
+            "videos_per_s": round(args.requests / wall, 3),
+            "health_checks": len(health_seconds),
+            "health_max_s": round(max(health_seconds, default=0.0), 3),
+            "server_rss_idle_mb": round(idle_rss / 2**20),
+            "server_rss_peak_mb": round(memory.peak / 2**20),
             "cpus": os.cpu_count(),
         }
     finally:
@@ -158,13 +187,19 @@ def main() -> None:
         process.wait(timeout=30)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_load.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{report['requests']} concurrent uploads of {clip.name} ({len(data) / 2**20:.2f} MB) to "
-          f"{report['model']} v{report['model_version']} ({report['backbone']}, {report['workers']} workers, "
-          f"{report['cpus']} CPUs): {report['errors']} errors")
-    print(f"latency p50 {report['latency_p50_s']} s, p90 {report['latency_p90_s']} s, p99 {report['latency_p99_s']} s; "
-          f"all done in {report['wall_s']} s ({report['videos_per_s']} videos/s)")
+    print(
+        f"{report['requests']} concurrent uploads of {clip.name} ({len(data) / 2**20:.2f} MB) to "
+        f"{report['model']} v{report['model_version']} ({report['backbone']}, {report['workers']} workers, "
+        f"{report['cpus']} CPUs): {report['errors']} errors"
+    )
+    print(
+        f"latency p50 {report['latency_p50_s']} s, p90 {report['latency_p90_s']} s, p99 {report['latency_p99_s']} s; "
+        f"all done in {report['wall_s']} s ({report['videos_per_s']} videos/s)"
+    )
     print(f"/v1/health answered {report['health_checks']} times during the load, slowest {report['health_max_s']} s")
-    print(f"server peak RSS {report['server_rss_peak_mb']} MB (idle with the model loaded: {report['server_rss_idle_mb']} MB)")
+    print(
+        f"server peak RSS {report['server_rss_peak_mb']} MB (idle with the model loaded: {report['server_rss_idle_mb']} MB)"
+    )
     print(f"wrote {args.out / 'serve_load.json'}")
     if errors:
         sys.exit(1)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import shutil
 import time
 from dataclasses import replace
@@ -28,16 +29,23 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from deepfake.data import SplitParams, build_dataset, split_by_group
-from deepfake.extract import update_faces, update_frames
-from deepfake.faces import FaceParams
-from deepfake.frames import FrameSampling, read_frames, sample_frame_indices
-from deepfake.metrics import sigmoid
-from deepfake.evaluate import EvaluateParams
-from deepfake.models import build_classifier, face_logits
-from deepfake.parallel import PoolSettings
-from deepfake.sample import SampleSpec, make_sample
-from deepfake.train import FaceCrops, TrainParams, collate_pairs, fit, train_one_epoch, training_rows
+from deepfake.config import (
+    EvaluateParams,
+    FaceParams,
+    FrameSampling,
+    ModelParams,
+    PoolSettings,
+    SampleSpec,
+    SplitParams,
+    TrainParams,
+)
+from deepfake.data.dataset import build_dataset
+from deepfake.data.sample import make_sample
+from deepfake.data.split import split_by_group
+from deepfake.model.classifier import build_classifier, face_logits, p_fake
+from deepfake.model.training import FaceCrops, collate_pairs, fit, train_one_epoch, training_rows
+from deepfake.video.extraction import update_faces, update_frames
+from deepfake.video.frames import read_frames, sample_frame_indices
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -46,25 +54,30 @@ SHARED = ROOT.parent / "shared" / "data"
 def faces_for(root: Path, work: Path, per_video: int, videos: pd.DataFrame | None = None) -> pd.DataFrame:
     videos = build_dataset(root).videos if videos is None else videos
     pool = PoolSettings(workers=2)
-    update_frames(videos, work / "frames", FrameSampling(per_video=per_video), 95, pool)
-    return update_faces(videos, work / "frames", work / "faces", FaceParams(), 95, pool).table
+    update_frames(videos, work / "frames", FrameSampling(per_video=per_video), pool)
+    return update_faces(videos, work / "frames", work / "faces", FaceParams(), pool).table
 
 
 def throughput(faces: pd.DataFrame, faces_dir: Path, steps: int) -> dict:
     from torchvision import datasets, transforms
 
-    params = TrainParams(loader_workers=2)
+    model_params, params = ModelParams(), TrainParams(loader_workers=2)
     torch.set_num_threads(2)
     results = {}
     # Bare torchvision: the crops as an ImageFolder, the simplest transforms, the same model and batch.
-    model, _ = build_classifier(params.backbone, params.weights, log=lambda _: None)
+    model, _ = build_classifier(model_params.backbone, model_params.weights)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
+
     class RealFake(datasets.ImageFolder):  # the faces folder also holds parts/, which is not a class
         def find_classes(self, directory):
             return ["real", "fake"], {"real": 0, "fake": 1}
 
-    folder = RealFake(str(faces_dir), transform=transforms.Compose([
-        transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]))
+    folder = RealFake(
+        str(faces_dir),
+        transform=transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]
+        ),
+    )
     loader = torch.utils.data.DataLoader(folder, batch_size=params.batch_size, shuffle=True, num_workers=2)
     criterion = torch.nn.CrossEntropyLoss()
     model.train()
@@ -81,11 +94,14 @@ def throughput(faces: pd.DataFrame, faces_dir: Path, steps: int) -> dict:
             break
     results["bare_torchvision_images_per_s"] = round(seen / (time.perf_counter() - started), 2)
 
-    model, _ = build_classifier(params.backbone, params.weights, log=lambda _: None)
+    model, _ = build_classifier(model_params.backbone, model_params.weights)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr)
-    dataset = FaceCrops(training_rows(faces, params, "train"), faces_dir, size=224, train=True, fakes="self_blend", seed=0)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=params.batch_size // 2, shuffle=True, num_workers=2,
-                                         collate_fn=collate_pairs)
+    dataset = FaceCrops(
+        training_rows(faces, params, "train"), faces_dir, size=224, train=True, fakes="self_blend", seed=0
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=params.batch_size // 2, shuffle=True, num_workers=2, collate_fn=collate_pairs
+    )
 
     class FirstSteps:  # the stage's own epoch function over the same number of steps
         def __iter__(self):
@@ -115,8 +131,10 @@ def video_auc(model, faces: pd.DataFrame, faces_dir: Path, size: int) -> tuple[f
     scores = []
     for video_id, group in faces.groupby("video_id"):
         crops = [cv2.imread(str(faces_dir / crop)) for crop in group["crop"]]
-        p_fake = sigmoid(face_logits(model, crops, size, flip=flip))
-        scores.append({"video_id": video_id, "label_id": group["label_id"].iloc[0], "p_fake": float(p_fake.mean())})
+        probabilities = p_fake(face_logits(model, crops, size, flip=flip))
+        scores.append(
+            {"video_id": video_id, "label_id": group["label_id"].iloc[0], "p_fake": float(probabilities.mean())}
+        )
     table = pd.DataFrame(scores)
     return float(roc_auc_score(table["label_id"], table["p_fake"])), table
 
@@ -126,14 +144,14 @@ def people_photos(folder: Path) -> set[str]:
     one face at least 100 px tall; return the stills' names."""
     import cv2
 
-    from deepfake.faces import detect_faces_batch, load_detector
-    from deepfake.video import probe_video
+    from deepfake.video.face_detection import detect_faces_batch, load_face_detector
+    from deepfake.video.probe import probe_video
 
     folder.mkdir(parents=True, exist_ok=True)
     for photo in (SHARED / "face-photos").iterdir():
         shutil.copy(photo, folder / photo.name)
     metadata = json.loads((SHARED / "real-videos" / "metadata.json").read_text())
-    detector, stills = load_detector(), set()
+    detector, stills = load_face_detector(), set()
     for name, entry in sorted(metadata.items()):
         if entry["label"] != "REAL":
             continue
@@ -151,15 +169,17 @@ def people_photos(folder: Path) -> set[str]:
 
 def sample_clips(people: Path, clips: Path, spec: SampleSpec) -> dict:
     """make_sample's clips of everyone in `people`, remade only when the photos, the spec or sample.py change."""
-    stamp = hashlib.sha256(json.dumps([sorted(p.name for p in people.iterdir()), repr(spec)]).encode()
-                           + (ROOT / "deepfake" / "sample.py").read_bytes()).hexdigest()
+    stamp = hashlib.sha256(
+        json.dumps([sorted(p.name for p in people.iterdir()), repr(spec)]).encode()
+        + (ROOT / "deepfake" / "data" / "sample.py").read_bytes()
+    ).hexdigest()
     if not (clips / "stamp").is_file() or (clips / "stamp").read_text() != stamp:
-        make_sample(clips, faces=people, spec=spec)
+        make_sample(clips, replace(spec, faces=str(people)))
         (clips / "stamp").write_text(stamp)
     return json.loads((clips / "metadata.json").read_text())
 
 
-def held_out_identities(work: Path, recipes: dict[str, TrainParams]) -> dict:
+def held_out_identities(work: Path, recipes: dict[str, tuple[ModelParams, TrainParams]]) -> dict:
     clips = work / "clips"
     stills = people_photos(work / "people")
     metadata = sample_clips(work / "people", clips, SampleSpec(clips_per_face=2, fakes_per_real=1, frames=32))
@@ -172,27 +192,43 @@ def held_out_identities(work: Path, recipes: dict[str, TrainParams]) -> dict:
     # stage splits; everyone else is test.
     trained = videos[~videos["person"].isin(held_out)]
     split = pd.Series("test", index=videos["video_id"])
-    split[trained["video_id"]] = split_by_group(trained["label_id"].to_numpy(), trained["group"].to_numpy(),
-                                                val=SplitParams().val, test=0.0, seed=SplitParams().seed)
+    split[trained["video_id"]] = split_by_group(
+        trained["label_id"].to_numpy(),
+        trained["group"].to_numpy(),
+        val=SplitParams().val,
+        test=0.0,
+        seed=SplitParams().seed,
+    )
     faces = faces.assign(split=faces["video_id"].map(split))
     photo_tests = set(videos.loc[videos["person"].isin(photo_people), "video_id"])
-    results = {"people": len(photo_people) + len(stills), "held_out_people": sorted(held_out),
-               "test_videos": int(faces.loc[faces["split"] == "test", "video_id"].nunique())}
-    for name, params in recipes.items():
+    results = {
+        "people": len(photo_people) + len(stills),
+        "held_out_people": sorted(held_out),
+        "test_videos": int(faces.loc[faces["split"] == "test", "video_id"].nunique()),
+    }
+    for name, (model, params) in recipes.items():
         started = time.perf_counter()
-        result = fit(faces, work / "faces", params, log=print)
-        auc, scores = video_auc(result.model, faces[faces["split"] == "test"], work / "faces", params.input_size)
+        result = fit(faces, work / "faces", model, params)
+        auc, scores = video_auc(result.model, faces[faces["split"] == "test"], work / "faces", model.input_size)
         photos_only = scores[scores["video_id"].isin(photo_tests)]
         kinds = videos.set_index("video_id")["relpath"].map(lambda name: metadata[name].get("manipulation", "real"))
         scores = scores.assign(kind=scores["video_id"].map(kinds))
         scores.to_csv(work / f"held_out_scores_{name}.csv", index=False)
-        results[name] = {"video_auc_held_out_people": round(auc, 4),
-                         "video_auc_held_out_photo_people": round(float(roc_auc_score(photos_only["label_id"], photos_only["p_fake"])), 4),
-                         "video_auc_by_kind": {kind: round(float(roc_auc_score(group["label_id"], group["p_fake"])), 4)
-                                               for kind, group in ((k, scores[scores["kind"].isin(["real", k])])
-                                                                   for k in sorted(set(scores["kind"]) - {"real"}))},
-                         "best_epoch": result.best_epoch,
-                         "train_s": round(time.perf_counter() - started, 1), "weights": result.origin.describe()}
+        results[name] = {
+            "video_auc_held_out_people": round(auc, 4),
+            "video_auc_held_out_photo_people": round(
+                float(roc_auc_score(photos_only["label_id"], photos_only["p_fake"])), 4
+            ),
+            "video_auc_by_kind": {
+                kind: round(float(roc_auc_score(group["label_id"], group["p_fake"])), 4)
+                for kind, group in (
+                    (k, scores[scores["kind"].isin(["real", k])]) for k in sorted(set(scores["kind"]) - {"real"})
+                )
+            },
+            "best_epoch": result.best_epoch,
+            "train_s": round(time.perf_counter() - started, 1),
+            "weights": result.origin.describe(),
+        }
     return results
 
 
@@ -201,19 +237,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-shared", action="store_true")
-    parser.add_argument("--recipes", default="default_efficientnet_lite0,resnet18_weights_none",
-                        help="which recipes to train on held-out people (comma-separated)")
+    parser.add_argument(
+        "--recipes",
+        default="default_efficientnet_lite0,resnet18_weights_none",
+        help="which recipes to train on held-out people (comma-separated)",
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "bench/out/train"))
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)  # clips, frames and faces already there are reused (keyed by content)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     results = {}
-    default = TrainParams()
+    default = (ModelParams(), TrainParams())
 
     if not args.skip_quality:
-        known = {"default_efficientnet_lite0": default,
-                 "resnet18_weights_none": replace(default, backbone="resnet18", weights="none")}
+        known = {
+            "default_efficientnet_lite0": default,
+            "resnet18_weights_none": (replace(default[0], backbone="resnet18", weights="none"), default[1]),
+        }
         recipes = {name: known[name] for name in args.recipes.split(",")}
         results["held_out_identities"] = held_out_identities(out / "sample", recipes)
         (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -225,15 +267,16 @@ def main() -> None:
         (out / "results.json").write_text(json.dumps(results, indent=2))
     if not args.skip_shared:
         started = time.perf_counter()
-        result = fit(faces, out / "shared" / "faces", default, log=print)
+        result = fit(faces, out / "shared" / "faces", *default)
         best = result.history.iloc[result.best_epoch - 1]
         results["shared_real_videos"] = {
-            "val_auc_faces": round(float(best["val_auc"]), 4), "best_epoch": result.best_epoch,
+            "val_auc_faces": round(float(best["val_auc"]), 4),
+            "best_epoch": result.best_epoch,
             "train_s": round(time.perf_counter() - started, 1),
             "note": "val faces include pseudo-fakes of the val split's real faces",
         }
         val = faces[faces["split"] == "val"]
-        auc, table = video_auc(result.model, val, out / "shared" / "faces", default.input_size)
+        auc, table = video_auc(result.model, val, out / "shared" / "faces", default[0].input_size)
         results["shared_real_videos"]["val_video_auc"] = round(auc, 4)
         table.to_csv(out / "shared_val_scores.csv", index=False)
 
