@@ -218,19 +218,21 @@ def predict(
     model = model or _config().register.model_uri
     loaded = _registry(lambda: load_detector_model(model))
     typer.echo(f"model {model} (version {loaded.version}) loaded in {loaded.seconds:.1f} s", err=True)
-    rows = []
+    errors = 0
     items = _video_paths(paths)
-    for path, problem in tqdm(
-        items, desc="videos", unit="video", disable=None if len(items) > 1 else True, file=sys.stderr
+    for number, (path, problem) in enumerate(
+        tqdm(items, desc="videos", unit="video", disable=None if len(items) > 1 else True, file=sys.stderr)
     ):
+        # predict() turns any failure of one video into its ERROR row; each row is written as soon as it is
+        # made, so a batch stopped part way keeps every row made before.
         row = loaded.detector.predict(path) if not problem else loaded.detector.error_row(path, problem)
         row |= {"model": model, "model_version": loaded.version}
-        rows.append(row)
+        errors += row["verdict"] == "ERROR"
         if format == "json":
             typer.echo(json.dumps(json_row(row)))
-    if format == "csv":
-        typer.echo(result_table(rows).to_csv(index=False), nl=False)
-    raise typer.Exit(code=1 if any(row["verdict"] == "ERROR" for row in rows) else 0)
+        else:
+            typer.echo(result_table([row]).to_csv(index=False, header=number == 0), nl=False)
+    raise typer.Exit(code=1 if errors else 0)
 
 
 @app.command()

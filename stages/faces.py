@@ -23,7 +23,8 @@ def main(config: Config) -> None:
     report = result.report
     print(
         f"faces: {len(result.table)} crops from {(report['status'] == 'ok').sum()} videos "
-        f"({result.redone} processed, {result.reused} unchanged, {result.removed} removed)"
+        f"({result.redone} processed, {result.reused} unchanged, {result.removed} removed), "
+        f"{(report['status'] == 'error').sum()} errors, {(report['status'] == 'no_face').sum()} without a face"
     )
     for row in report[report["status"] != "ok"].itertuples():
         print(f"  {row.status} {row.video_id}: {row.reason}")

@@ -18,7 +18,8 @@ def main(config: Config) -> None:
     failed = result.report[result.report["status"] != "ok"]
     print(
         f"frames: {len(result.table)} frames from {len(result.report) - (failed['status'] == 'error').sum()} videos "
-        f"({result.redone} decoded, {result.reused} unchanged, {result.removed} removed)"
+        f"({result.redone} decoded, {result.reused} unchanged, {result.removed} removed), "
+        f"{(failed['status'] == 'error').sum()} errors"
     )
     for row in failed.itertuples():
         print(f"  {row.status} {row.video_id}: {row.reason}")

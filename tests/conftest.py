@@ -14,10 +14,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from deepfake.config import AggregationParams, FaceParams, FrameSampling
 from deepfake.serving.video_detector import DetectorConfig
 from deepfake.video.probe import write_video
+
+# Property-based tests: deterministic example sets in CI (no flaky discoveries, no example database in the
+# project); DEEPFAKE_FUZZ_SCALE multiplies every test's example count for a longer search by hand.
+settings.register_profile(
+    "ci",
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("ci")
+FUZZ_SCALE = float(os.environ.get("DEEPFAKE_FUZZ_SCALE", "1"))
+
+
+def examples(count: int) -> settings:
+    """`count` hypothesis examples, times DEEPFAKE_FUZZ_SCALE."""
+    return settings(max_examples=max(1, int(count * FUZZ_SCALE)))
+
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

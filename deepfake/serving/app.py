@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import shutil
 import tempfile
 import threading
@@ -32,8 +33,10 @@ from deepfake.errors import VideoError
 from deepfake.serving.live_model import LiveModel
 from deepfake.serving.loading import LoadedDetector
 from deepfake.serving.upload import FIELD, MB, UploadRejected, receive_upload
-from deepfake.serving.video_detector import FaceEvidence, VideoDetector, json_row
+from deepfake.serving.video_detector import UNEXPECTED, FaceEvidence, VideoDetector, json_row
 from deepfake.video.probe import probe_video
+
+log = logging.getLogger("uvicorn.error")  # uvicorn configures this one, so our lines appear with its own
 
 WEB_DIR = Path(__file__).with_name("web")
 
@@ -105,18 +108,28 @@ def thread_detector(loaded: LoadedDetector) -> VideoDetector:
 def score_upload(
     live: LiveModel, settings: ServeSettings, folder: Path, video: Path, filename: str, evidence: bool
 ) -> tuple[int, dict]:
-    """Runs in a worker thread: (status, body). Removes the upload's folder whatever happens."""
+    """Runs in a worker thread: (status, body), never an exception. Removes the upload's folder whatever happens."""
     try:
         loaded = live.current
         row, faces = thread_detector(loaded).predict_with_faces(video, keep_faces=evidence)
         if row["verdict"] == "ERROR":
+            reason = row["reason"].replace(str(video), filename).replace(video.name, filename)
+            if reason.startswith(UNEXPECTED):
+                return 422, {"detail": f"{filename}: {reason}"}
             # Decoded at the probe but not here (rare: damage between the first and last frames).
-            return 422, {"detail": unreadable_message(filename, row["reason"].removeprefix(f"{video.name}: "))}
+            return 422, {"detail": unreadable_message(filename, reason.removeprefix(f"{filename}: "))}
         row = json_row(row | {"video": filename, "model": settings.model_uri, "model_version": loaded.version})
         row["reason"] = row["reason"].replace(video.name, filename)
         if evidence:
-            row["evidence"] = evidence_payload(loaded, faces, settings.evidence_faces)
+            try:
+                row["evidence"] = evidence_payload(loaded, faces, settings.evidence_faces)
+            except Exception as error:  # the verdict stands without its illustrations
+                log.exception("evidence for %s failed", filename)
+                row["evidence_error"] = f"{type(error).__name__}: {error}"
         return 200, row
+    except Exception as error:  # one upload's failure is its answer, never a 500
+        log.exception("scoring %s failed", filename)
+        return 422, {"detail": f"{filename}: {UNEXPECTED}: {type(error).__name__}: {error}"}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -222,6 +235,14 @@ def create_app(live: LiveModel, settings: ServeSettings) -> FastAPI:
                 raise HTTPException(rejected.status, str(rejected)) from None
             except VideoError as error:
                 raise HTTPException(422, unreadable_message(filename, str(error))) from None
+            except OSError as error:  # the server's side: disk full, temp folder gone
+                log.exception("could not store or open an upload")
+                raise HTTPException(
+                    503, f"the server could not store the upload ({error.strerror or error}); try again later"
+                ) from None
+            except Exception as error:  # never a 500: the answer names what went wrong
+                log.exception("could not check an upload")
+                raise HTTPException(422, f"{UNEXPECTED}: {type(error).__name__}: {error}") from None
             future = executor.submit(scored, live, settings, folder, video, filename, evidence)
             handed_over = True  # from here the job removes the folder
             try:

@@ -11,6 +11,7 @@ The video is streamed: a chunk of frames at a time is decoded, searched for face
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,7 +29,10 @@ from deepfake.video.face_detection import faces_in_frames, link_tracks, load_fac
 from deepfake.video.frames import FrameReadReport, read_frames, sample_frame_indices
 from deepfake.video.probe import probe_video
 
+logger = logging.getLogger(__name__)
+
 VERDICTS = ("REAL", "FAKE", "NO_FACE", "ERROR")
+UNEXPECTED = "unexpected error while scoring"  # starts the reason of an ERROR row that is not the input's fault
 RESULT_COLUMNS = ["video", "verdict", "p_fake", "threshold", "frames", "frames_with_face", "faces", "tracks", "reason"]
 
 
@@ -106,6 +110,11 @@ class VideoDetector:
             row = self._predict(Path(path), faces)
         except (DataError, OSError) as error:
             return self.error_row(path, str(error) or type(error).__name__), []
+        except Exception as error:  # one video's failure is its row, never the end of a batch
+            # Not an input we know to be bad: a bug, or a case no check foresaw. The row names the exception,
+            # and the traceback goes to the log so it can be fixed.
+            logger.exception("unexpected error while scoring %s", path)
+            return self.error_row(path, f"{UNEXPECTED}: {type(error).__name__}: {error}"), []
         return row, faces or []
 
     def error_row(self, path, reason: str) -> dict:

@@ -127,7 +127,11 @@ def detect_faces_batch(
         min_pixels = params.min_size * min(height, width)
         # No point building pyramid levels for faces the size threshold would drop anyway.
         detector.min_face_size = max(12, int(min_pixels * scale * 0.8))
-        step = max(1, min(batch_size, DETECTION_PIXELS // (size[0] * size[1])))
+        if min(size) < detector.min_face_size:
+            # Smaller than the smallest face MTCNN looks for (a tiny or extremely thin frame): its image pyramid
+            # would be empty, and facenet-pytorch fails on that instead of finding nothing.
+            continue
+        step = max(1, min(batch_size, DETECTION_PIXELS // max(1, size[0] * size[1])))
         for start in range(0, len(numbers), step):
             chunk = numbers[start : start + step]
             images = np.stack([_detection_image(frames[n], size, bgr) for n in chunk])
