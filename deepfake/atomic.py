@@ -24,6 +24,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as error:
+        tmp_path.unlink(missing_ok=True)
+        # Name the file the caller meant (a disk full while writing it reads as such), not the temporary one.
+        raise OSError(error.errno, error.strerror or str(error), str(target)) from error
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -46,3 +46,9 @@ class WeightsUnavailable(DeepfakeError, RuntimeError):
 
 class RegistryError(DeepfakeError, RuntimeError):
     """The MLflow registry cannot give what was asked; the message names the URI and what exists."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none (an empty EOFError)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -2,7 +2,8 @@
 
 The rule for imports is flows -> stages -> deepfake: a stage never imports a flow, the library never
 imports a stage. `run` gives every stage the same shell: log lines on stderr, and a DeepfakeError (bad
-input, settings or environment) ends the stage with its one-line message instead of a traceback.
+input, settings or environment) or an OSError (disk full, a folder that cannot be written) ends the stage
+with a one-line message instead of a traceback. Outputs are written atomically, so none is left half-written.
 """
 
 from __future__ import annotations
@@ -20,3 +21,6 @@ def run(name: str, main: Callable[[Config], None]) -> None:
         main(load_config())
     except DeepfakeError as error:
         raise SystemExit(f"{name}: {error}") from None
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        raise SystemExit(f"{name}: {error.strerror or error}{where}") from None

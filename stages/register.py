@@ -36,6 +36,7 @@ def main(config: Config) -> None:
     import mlflow
 
     paths, register = config.paths, config.register
+    connect()  # an unreachable tracking server fails now, before any work
     train = json.loads(open(f"{paths.reports}/train.json").read())
     metrics_path = f"{paths.reports}/metrics.json"
     metrics = json.loads(open(metrics_path).read())
@@ -59,7 +60,6 @@ def main(config: Config) -> None:
     }
     card = model_card(name=register.name, train=train, metrics=metrics, params=config.to_dict(), data=data)
     value = metric_at(metrics, register.gate_metric, metrics_path)
-    connect()
     with start_run(metrics.get("mlflow_run_id") or train.get("mlflow_run_id"), run_name="register"):
         info = log_detector(paths.model_file, detector.to_dict(), card)
         mlflow.log_text(card, "model_card.md")

@@ -158,3 +158,43 @@ def test_the_api_answers_every_generated_upload_without_a_500(recipe, face_clip,
     else:
         assert response.json()["detail"]
     assert requests.get(f"{served.url}/v1/health", timeout=5).json()["status"] == "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_schemathesis_finds_no_server_error_in_the_api(served, tmp_path):
+    """schemathesis generates requests from /openapi.json (bounded count, fixed seed): no 500, no hang."""
+    import shutil
+    import subprocess
+    import sys
+
+    st_command = shutil.which("st", path=str(Path(sys.executable).parent))
+    assert st_command, "schemathesis (a dev dependency) is not installed"
+    result = subprocess.run(
+        [
+            st_command,
+            "run",
+            f"{served.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+            "--request-timeout",
+            "120",
+            "--max-response-time",
+            "120",
+            "--no-color",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    print(result.stdout[-2500:])  # the run's summary (pytest -rP shows it)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "passed" in result.stdout.lower()

@@ -117,6 +117,19 @@ def test_bad_params_are_refused():
         TrainParams(scheduler="linear")
 
 
+def test_a_damaged_checkpoint_is_ignored_and_training_starts_afresh(faces, tmp_path, caplog):
+    table, faces_dir = faces
+    params = TrainParams(**{**TINY.__dict__, "epochs": 1})
+    checkpoint = tmp_path / "checkpoint.pt"
+    for damage in (b"", b"\x80\x04garbage", b"PK\x03\x04" + bytes(64)):
+        checkpoint.write_bytes(damage)
+        with caplog.at_level(logging.WARNING):
+            result = fit(table, faces_dir, TINY_MODEL, params, checkpoint=checkpoint)
+        assert result.resumed_from == 0 and len(result.history) == 1
+        assert any("not a readable checkpoint" in m and "starts from the beginning" in m for m in caplog.messages)
+        caplog.clear()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_kill_9_mid_training_then_rerun_gives_the_same_model(faces, tmp_path):

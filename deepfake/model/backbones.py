@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deepfake.errors import ConfigError, WeightsUnavailable
+from deepfake.errors import ConfigError, WeightsUnavailable, first_line
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises several types for files it refuses
-        raise WeightsUnavailable(f"{path}: not a plain state_dict ({str(error).splitlines()[0]})") from None
+        raise WeightsUnavailable(f"{path}: not a plain state_dict ({first_line(error)})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepfake.errors import WeightsUnavailable
+from deepfake.errors import WeightsUnavailable, first_line
 from deepfake.model.backbones import BACKBONES, WeightsOrigin, load_state_dict_file
 from deepfake.model.transforms import to_tensor
 
@@ -53,9 +53,7 @@ def load_classifier(weights_path: str | os.PathLike, backbone: str, *, dropout: 
     try:
         model.load_state_dict(load_state_dict_file(weights_path))
     except RuntimeError as error:
-        raise WeightsUnavailable(
-            f"{weights_path}: does not fit backbone {backbone} ({str(error).splitlines()[0]})"
-        ) from None
+        raise WeightsUnavailable(f"{weights_path}: does not fit backbone {backbone} ({first_line(error)})") from None
     # Channels-last lets oneDNN run the (depthwise) convolutions ~1.5-2x faster on CPU; same numbers.
     return model.to(memory_format=torch.channels_last).eval()
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from deepfake.atomic import atomic_path
 from deepfake.config import ModelParams, TrainParams
-from deepfake.errors import DataError
+from deepfake.errors import DataError, first_line
 from deepfake.images import read_image
 from deepfake.model.augment import Degrade, SelfBlend
 from deepfake.model.backbones import WeightsOrigin
@@ -270,8 +270,8 @@ def fit(
     key = run_key(faces, model_params, params)
     state = {"epoch": 0, "history": [], "best_loss": math.inf, "best_epoch": -1, "best_state": None, "stale": 0}
     resumed_from = 0
-    if checkpoint and Path(checkpoint).is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    saved = read_checkpoint(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
+    if saved is not None:
         if saved.get("key") == key:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -370,6 +370,23 @@ def fit(
 
     model.load_state_dict(state["best_state"])
     return TrainResult(model.cpu(), pd.DataFrame(state["history"]), origin, state["best_epoch"], resumed_from)
+
+
+def read_checkpoint(path) -> dict | None:
+    """The saved training state, or None (and a warning) when the file is damaged: training then starts afresh."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises several types for a truncated or foreign file
+        logger.warning(
+            "ignoring %s: not a readable checkpoint (%s); training starts from the beginning",
+            path,
+            first_line(error),
+        )
+        return None
+    if not isinstance(saved, dict) or not {"key", "model", "optimizer", "history"} <= set(saved):
+        logger.warning("ignoring %s: not a checkpoint of this trainer; training starts from the beginning", path)
+        return None
+    return saved
 
 
 def save_checkpoint(path, key, model, optimizer, scheduler, state) -> None:

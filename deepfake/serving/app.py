@@ -29,7 +29,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from deepfake.errors import VideoError
+from deepfake.errors import VideoError, first_line
 from deepfake.serving.live_model import LiveModel
 from deepfake.serving.loading import LoadedDetector
 from deepfake.serving.upload import FIELD, MB, UploadRejected, receive_upload
@@ -315,7 +315,7 @@ def model_info(live: LiveModel, settings: ServeSettings) -> dict:
     try:
         versions = model_versions(name)
     except Exception as error:  # noqa: BLE001 - the model is served even if the registry is away
-        info["registry_error"] = str(error).splitlines()[0] if str(error) else type(error).__name__
+        info["registry_error"] = first_line(error)
         return info
     row = versions[versions["version"].astype(str) == str(loaded.version)]
     if len(row):

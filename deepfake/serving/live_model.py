@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 
+from deepfake.errors import first_line
 from deepfake.serving.loading import LoadedDetector, load_detector_model
 from deepfake.tracking import resolve_version
 
@@ -66,7 +67,7 @@ class LiveModel:
                 return True
             self.registry_error = None
         except Exception as error:  # noqa: BLE001 - keep serving the model we have whatever the registry does
-            self.registry_error = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            self.registry_error = f"{type(error).__name__}: {first_line(error)}"
             log.warning(
                 "registry check failed, still serving version %s: %s", self.current.version, self.registry_error
             )

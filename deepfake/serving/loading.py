@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from deepfake.errors import RegistryError, WeightsUnavailable
+from deepfake.errors import RegistryError, WeightsUnavailable, first_line
 from deepfake.serving.video_detector import VideoDetector
 from deepfake.tracking import resolve_version
 
@@ -28,7 +28,7 @@ def load_detector_model(model_uri: str) -> LoadedDetector:
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except MlflowException as error:
-        raise RegistryError(f"cannot load {model_uri}: {error.message.splitlines()[0]}") from None
+        raise RegistryError(f"cannot load {model_uri}: {first_line(error)}") from None
     except WeightsUnavailable as error:
         raise RegistryError(f"{model_uri}: refused its weights: {error}") from None
     detector = model.unwrap_python_model().detector
