@@ -1,12 +1,14 @@
-"""Load check of `deepfake serve`: many uploads at once, all answered, latency and the server's peak memory.
+"""Load check of `deepfake serve`: many uploads at once, bad ones mixed in, every answer right, latency and memory.
 
 Starts `deepfake serve` on a free port (the registry's champion, as `deepfake serve` does by default), sends
-`--requests` uploads of one clip at the same moment, and while they run asks /v1/health every 0.2 s (it must
-keep answering). Prints latency p50/p90/p99 (from the start of each upload to its answer), the error count,
-the slowest health answer and the peak resident memory of the server process; writes them to
-bench/out/serve_load.json. A benchmark, not a test: run it on a quiet machine.
+`--requests` uploads at the same moment, `--bad` of them bad (not a video, a truncated video, one over the
+upload limit, a form without the `file` field, and an odd but legal 2000x16 video), and while they run asks
+/v1/health every 0.2 s (it must keep answering). Checks every answer against what it should be (200 with a
+verdict for a video, 422 or 413 with a reason for the bad ones, never a 5xx), and prints latency
+p50/p90/p99, the slowest health answer and the server's resident memory before, at peak and after; writes
+them to bench/out/serve_load.json. A benchmark, not a test: run it on a quiet machine.
 
-    python bench/serve_load.py [--requests 20] [--workers 2] [--clip x.mp4] [--model models:/deepfake-detector@champion]
+    python bench/serve_load.py [--requests 20] [--bad 5] [--workers 2] [--clip x.mp4] [--model URI]
 """
 
 from __future__ import annotations
@@ -81,6 +83,37 @@ class PeakMemory:
         self._thread.join()
 
 
+# Bad uploads: (kind, expected status); the odd but legal video is a video, so it gets a verdict.
+BAD_KINDS = [("not_a_video", 422), ("truncated", 422), ("oversize", 413), ("no_file_field", 422), ("odd_legal", 200)]
+MAX_UPLOAD_MB = 2.0
+
+
+def thin_video(out: Path) -> bytes:
+    import cv2
+
+    path = out / "thin.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (2000, 16))
+    for number in range(5):
+        writer.write(np.full((16, 2000, 3), number * 40, np.uint8))
+    writer.release()
+    return path.read_bytes()
+
+
+def upload_for(kind: str, clip: bytes, out: Path) -> tuple[str, str, bytes]:
+    """(form field, file name, content) for one kind of upload."""
+    if kind == "not_a_video":
+        return "file", "notes.mp4", b"these are meeting notes, not a video\n" * 50
+    if kind == "truncated":
+        return "file", "cut.mp4", clip[: len(clip) // 3]
+    if kind == "oversize":
+        return "file", "huge.mp4", clip + bytes(int(MAX_UPLOAD_MB * 2**20) + 1)
+    if kind == "no_file_field":
+        return "video", "clip.mp4", clip
+    if kind == "odd_legal":
+        return "file", "thin.mp4", thin_video(out)
+    return "file", "clip.mp4", clip
+
+
 def start_server(args, port: int) -> subprocess.Popen:
     command = [
         sys.executable,
@@ -97,6 +130,8 @@ def start_server(args, port: int) -> subprocess.Popen:
         str(max(32, args.requests)),
         "--timeout",
         "600",
+        "--max-upload-mb",
+        str(MAX_UPLOAD_MB),
     ]
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -115,35 +150,44 @@ def start_server(args, port: int) -> subprocess.Popen:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20, help="uploads sent at the same moment")
+    parser.add_argument("--bad", type=int, default=5, help="of which bad (cycling through BAD_KINDS)")
     parser.add_argument("--workers", type=int, default=2, help="the server's --workers")
     parser.add_argument("--clip", type=Path, help="video to upload; default: a generated 2 s 480x360 clip")
-    parser.add_argument("--model", default="models:/deepfake-detector@champion")
+    parser.add_argument("--model", default=None, help="registered model URI; default: the champion of register.name")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
 
+    from deepfake.config import project_config
+
+    args.model = args.model or project_config(ROOT / "params.yaml").register.model_uri
     clip = args.clip or demo_clip(args.out / "serve_load")
     data = clip.read_bytes()
+    kinds = [BAD_KINDS[n % len(BAD_KINDS)] for n in range(args.bad)] + [("video", 200)] * (args.requests - args.bad)
+    uploads = [(kind, expected, *upload_for(kind, data, args.out / "serve_load")) for kind, expected in kinds]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = start_server(args, port)
     try:
         model = requests.get(f"{url}/v1/model", timeout=30).json()
-        results: list[tuple[int, float, str]] = []
+        results: list[tuple[str, int, int, float, str]] = []  # kind, expected, status, seconds, verdict or detail
         start = threading.Barrier(args.requests + 1)
 
-        def upload() -> None:
+        def upload(kind: str, expected: int, field: str, name: str, content: bytes) -> None:
             start.wait()
             began = time.perf_counter()
             try:
                 response = requests.post(
-                    f"{url}/v1/predict", files={"file": (clip.name, data, "video/mp4")}, timeout=900
+                    f"{url}/v1/predict",
+                    files={field: (name, content, "video/mp4")},
+                    timeout=900,
                 )
-                status, verdict = response.status_code, response.json().get("verdict", response.text[:200])
-            except requests.RequestException as error:
-                status, verdict = 0, f"{type(error).__name__}: {error}"
-            results.append((status, time.perf_counter() - began, verdict))
+                body = response.json()
+                status, said = response.status_code, body.get("verdict") or body.get("detail", "")
+            except (requests.RequestException, ValueError) as error:
+                status, said = 0, f"{type(error).__name__}: {error}"
+            results.append((kind, expected, status, time.perf_counter() - began, str(said)))
 
-        threads = [threading.Thread(target=upload) for _ in range(args.requests)]
+        threads = [threading.Thread(target=upload, args=item) for item in uploads]
         for thread in threads:
             thread.start()
         health_seconds = []
@@ -157,8 +201,13 @@ def main() -> None:
                 health_seconds.append(time.perf_counter() - asked)
                 time.sleep(0.2)
             wall = time.perf_counter() - began
-        latencies = np.array([seconds for _, seconds, _ in results])
-        errors = [(status, verdict) for status, _, verdict in results if status != 200]
+        time.sleep(3)  # let the workers drop the last request's frames and tensors
+        after_rss = memory.rss()
+        latencies = np.array([seconds for kind, _, _, seconds, _ in results if kind == "video"])
+        wrong = [
+            (kind, status, said[:120]) for kind, expected, status, _, said in results if status != expected or not said
+        ]
+        errors = [(status, said) for kind, _, status, _, said in results if kind == "video" and status != 200]
         report = {
             "clip": str(clip),
             "clip_bytes": len(data),
@@ -168,9 +217,14 @@ def main() -> None:
             "input_size": model["input_size"],
             "workers": args.workers,
             "requests": args.requests,
+            "bad_requests": args.bad,
+            "answers_wrong": len(wrong),
+            "wrong_examples": wrong[:5],
+            "server_errors": sum(status >= 500 for _, _, status, _, _ in results),
+            "answers": {kind: [status, said[:100]] for kind, _, status, _, said in results if kind != "video"},
             "errors": len(errors),
             "error_examples": errors[:3],
-            "verdicts": sorted({verdict for status, _, verdict in results if status == 200}),
+            "verdicts": sorted({said for kind, _, status, _, said in results if kind == "video" and status == 200}),
             "latency_p50_s": round(float(np.percentile(latencies, 50)), 2),
             "latency_p90_s": round(float(np.percentile(latencies, 90)), 2),
             "latency_p99_s": round(float(np.percentile(latencies, 99)), 2),
@@ -180,6 +234,7 @@ def main() -> None:
             "health_max_s": round(max(health_seconds, default=0.0), 3),
             "server_rss_idle_mb": round(idle_rss / 2**20),
             "server_rss_peak_mb": round(memory.peak / 2**20),
+            "server_rss_after_mb": round(after_rss / 2**20),
             "cpus": os.cpu_count(),
         }
     finally:
@@ -188,20 +243,24 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_load.json").write_text(json.dumps(report, indent=2) + "\n")
     print(
-        f"{report['requests']} concurrent uploads of {clip.name} ({len(data) / 2**20:.2f} MB) to "
-        f"{report['model']} v{report['model_version']} ({report['backbone']}, {report['workers']} workers, "
-        f"{report['cpus']} CPUs): {report['errors']} errors"
+        f"{report['requests']} concurrent uploads ({report['bad_requests']} bad) of {clip.name} "
+        f"({len(data) / 2**20:.2f} MB) to {report['model']} v{report['model_version']} ({report['backbone']}, "
+        f"{report['workers']} workers, {report['cpus']} CPUs): {report['answers_wrong']} wrong answers, "
+        f"{report['server_errors']} server errors, {report['errors']} good uploads not scored"
     )
+    for kind, (status, said) in report["answers"].items():
+        print(f"  {kind}: {status} {said}")
     print(
         f"latency p50 {report['latency_p50_s']} s, p90 {report['latency_p90_s']} s, p99 {report['latency_p99_s']} s; "
         f"all done in {report['wall_s']} s ({report['videos_per_s']} videos/s)"
     )
     print(f"/v1/health answered {report['health_checks']} times during the load, slowest {report['health_max_s']} s")
     print(
-        f"server peak RSS {report['server_rss_peak_mb']} MB (idle with the model loaded: {report['server_rss_idle_mb']} MB)"
+        f"server RSS {report['server_rss_idle_mb']} MB idle with the model loaded, {report['server_rss_peak_mb']} MB "
+        f"at peak, {report['server_rss_after_mb']} MB after"
     )
     print(f"wrote {args.out / 'serve_load.json'}")
-    if errors:
+    if errors or wrong:
         sys.exit(1)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import logging
 import shutil
 import tempfile
@@ -132,6 +133,19 @@ def score_upload(
         return 422, {"detail": f"{filename}: {UNEXPECTED}: {type(error).__name__}: {error}"}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+        release_memory()
+
+
+def release_memory() -> None:
+    """Give the freed frames and tensors of a finished request back to the system.
+
+    glibc keeps freed memory in per-thread arenas; after a burst of requests the server would otherwise stay
+    hundreds of MB above its idle size. `malloc_trim` returns what is free (a no-op elsewhere).
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 # ---------------------------------------------------------------- the app
