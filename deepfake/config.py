@@ -243,6 +243,9 @@ class EvaluateParams:
     jpeg_quality: int = 50  # robustness: test faces recompressed at this quality...
     downscale: float = 0.5  # ...and shrunk by this factor (then enlarged back, as inference would)
     min_val_videos: int = 3  # per class: fewer, and the temperature stays 1 and thresholds 0.5 (too little to fit on)
+    min_val_auc: float = (
+        0.6  # validation face AUC below this: the model is not informative there; T = 1, thresholds 0.5
+    )
     seed: int = 0
 
     def __post_init__(self) -> None:

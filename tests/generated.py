@@ -28,7 +28,8 @@ CODECS = [
     ("png ", ".avi"),
 ]
 ODD_SIZES = [(1, 1), (2, 3), (3, 2), (7, 5), (2000, 16), (16, 2000), (641, 479), (3840, 2160)]
-ODD_FPS = [0.01, 0.5, 1.0, 23.976, 240.0, 1000.0, 100000.0]
+# Below about 0.1 fps FFmpeg's muxers abort the writing process (a time-base assertion), so that is the floor.
+ODD_FPS = [0.1, 0.5, 1.0, 23.976, 240.0, 1000.0, 100000.0]
 
 sizes = st.one_of(st.sampled_from(ODD_SIZES), st.tuples(st.integers(1, 96), st.integers(1, 96)))
 

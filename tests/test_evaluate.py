@@ -275,3 +275,35 @@ def test_evaluate_takes_threshold_and_temperature_from_validation_only(tmp_path)
     )
     assert few.metrics["calibration"]["temperature"] == 1.0
     assert few.metrics["video"]["count"] == 7  # the video without a face scored as asked
+
+
+def test_calibration_is_fitted_only_where_validation_informs_it():
+    from deepfake.config import EvaluateParams
+    from deepfake.evaluation.evaluate import calibration_decision
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 200)
+    params = EvaluateParams()
+
+    informative = (labels * 2 - 1) * 3.0 + rng.normal(0, 2, 400)
+    temperature, fitted_on, usable, auc = calibration_decision(
+        informative, labels, enough=True, too_few="", params=params
+    )
+    assert fitted_on == "val faces" and usable and auc > 0.9 and temperature != 1.0
+
+    noise = rng.normal(0, 1, 400)
+    temperature, fitted_on, usable, auc = calibration_decision(noise, labels, enough=True, too_few="", params=params)
+    assert temperature == 1.0 and not usable and auc < params.min_val_auc
+    assert "does not separate the validation faces" in fitted_on and "evaluate.min_val_auc = 0.6" in fitted_on
+
+    # Huge logits that are right only 70% of the time: the log loss keeps falling as T grows, to the bound.
+    signs = np.where(rng.random(400) < 0.7, labels * 2 - 1, 1 - labels * 2)
+    temperature, fitted_on, usable, _ = calibration_decision(
+        signs * 100.0, labels, enough=True, too_few="", params=params
+    )
+    assert temperature == 1.0 and usable and "ran to its bound" in fitted_on
+
+    temperature, fitted_on, usable, auc = calibration_decision(
+        informative, labels, enough=False, too_few="default: too few videos", params=params
+    )
+    assert (temperature, usable, auc) == (1.0, False, None) and fitted_on == "nothing, T = 1 default: too few videos"

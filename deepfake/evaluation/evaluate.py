@@ -19,6 +19,7 @@ from deepfake.config import STRATEGIES, AggregationParams, EvaluateParams
 from deepfake.errors import DataError
 from deepfake.evaluation.aggregate import frame_scores, video_scores
 from deepfake.evaluation.metrics import (
+    at_bound,
     bootstrap_auc,
     choose_threshold,
     classification_metrics,
@@ -112,7 +113,10 @@ def evaluate(
         f"default: the validation split has {per_class[0]} REAL and {per_class[1]} FAKE videos with faces, "
         f"fewer than evaluate.min_val_videos = {params.min_val_videos} of each"
     )
-    temperature = fit_temperature(logits["val", "clean"], val_labels) if params.calibrate and enough else 1.0
+    temperature, fitted_on, informative, val_auc = calibration_decision(
+        logits["val", "clean"], val_labels, enough=enough, too_few=too_few, params=params
+    )
+    why_default = fitted_on.removeprefix("nothing, T = 1 ")  # where thresholds fall back to 0.5
     val = score_split(split_faces["val"], logits["val", "clean"], temperature, aggregation)
     test = score_split(split_faces["test"], logits["test", "clean"], temperature, aggregation)
     raw_test = score_split(split_faces["test"], logits["test", "clean"], 1.0, aggregation)
@@ -130,8 +134,8 @@ def evaluate(
     for level in LEVELS:
         threshold, source = (
             choose_threshold(val.level(level)["label_id"], val.level(level)["p_fake"])
-            if enough
-            else (0.5, f"0.5 {too_few}")
+            if informative
+            else (0.5, f"0.5 {why_default}")
         )
         table = test.level(level)
         metrics[level] = classification_metrics(table["label_id"], table["p_fake"], threshold)
@@ -143,7 +147,7 @@ def evaluate(
 
     metrics["strategies"] = {}
     for strategy in STRATEGIES:
-        threshold = choose_threshold(val.videos["label_id"], val.videos[strategy])[0] if enough else 0.5
+        threshold = choose_threshold(val.videos["label_id"], val.videos[strategy])[0] if informative else 0.5
         result = classification_metrics(test.videos["label_id"], test.videos[strategy], threshold)
         metrics["strategies"][strategy] = {
             k: result.get(k) for k in ("auc", "accuracy", "balanced_accuracy", "log_loss", "threshold")
@@ -155,9 +159,9 @@ def evaluate(
     face_after, face_table_after = reliability(test.faces["label_id"], test.faces["p_fake"])
     metrics["calibration"] = {
         "temperature": temperature,
-        "fitted_on": ("val faces" if enough else f"nothing, T = 1 {too_few}")
-        if params.calibrate
-        else "nothing: evaluate.calibrate is false",
+        "fitted_on": fitted_on,
+        "validation_face_auc": val_auc,
+        "validation_informative": informative,
         "ece_face_before": face_before,
         "ece_face_after": face_after,
         "ece_video_before": ece_before,
@@ -196,6 +200,40 @@ def evaluate(
         "video_after": table_after,
     }
     return Evaluation(metrics, scores, test, robustness, tables)
+
+
+def calibration_decision(
+    logits: np.ndarray, labels: np.ndarray, *, enough: bool, too_few: str, params: EvaluateParams
+) -> tuple[float, str, bool, float | None]:
+    """(temperature, what it was fitted on or why it is 1, whether validation informs thresholds, val face AUC).
+
+    A temperature and thresholds fitted where the model does not separate the classes are noise that ships:
+    a temperature driven to its bound makes every P(fake) about 0.5. So T stays 1 (and thresholds 0.5) when
+    validation is too small or its face AUC is below evaluate.min_val_auc, and T stays 1 when the fit runs to a
+    bound; the reason is recorded in the metrics and the model card.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if not enough:
+        return 1.0, f"nothing, T = 1 {too_few}", False, None
+    auc = float(roc_auc_score(labels, logits))
+    if auc < params.min_val_auc:
+        reason = (
+            f"nothing, T = 1 default: the model does not separate the validation faces (AUC {auc:.3f} < "
+            f"evaluate.min_val_auc = {params.min_val_auc})"
+        )
+        return 1.0, reason, False, auc
+    if not params.calibrate:
+        return 1.0, "nothing: evaluate.calibrate is false", True, auc
+    temperature = fit_temperature(logits, labels)
+    if at_bound(temperature):
+        reason = (
+            f"nothing, T = 1: the fit on the validation faces ran to its bound (T = {temperature:.3g}), "
+            "so it is not used"
+        )
+        logger.warning("calibration: %s", reason)
+        return 1.0, reason, True, auc
+    return temperature, "val faces", True, auc
 
 
 def roc_points(labels: np.ndarray, scores: np.ndarray) -> pd.DataFrame:

@@ -103,8 +103,18 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         p = np.clip(p_fake(logits, math.exp(log_t)), 1e-7, 1 - 1e-7)
         return float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean())
 
-    best = minimize_scalar(loss, bounds=(math.log(0.05), math.log(50.0)), method="bounded")
+    low, high = TEMPERATURE_BOUNDS
+    best = minimize_scalar(loss, bounds=(math.log(low), math.log(high)), method="bounded")
     return float(math.exp(best.x))
+
+
+TEMPERATURE_BOUNDS = (0.05, 50.0)
+
+
+def at_bound(temperature: float) -> bool:
+    """A fitted temperature at (within 2% of) a bound of its search: the fit found no minimum inside."""
+    low, high = TEMPERATURE_BOUNDS
+    return temperature <= low * 1.02 or temperature >= high * 0.98
 
 
 def reliability(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> tuple[float | None, list[dict]]:
