@@ -201,10 +201,12 @@ class TrainParams:
     faces_per_video: int = 16  # at most this many crops per video and epoch (0: all)
     loader_workers: int = 2
     processes: int = 1  # > 1: the train stage runs under torchrun, DistributedDataParallel over that many processes
+    precision: str = "fp32"  # fp32 | bf16: bfloat16 autocast (CPUs with AVX512-BF16 or AMX, and GPUs)
     seed: int = 0
 
     def __post_init__(self) -> None:
         _choice("train.fakes", self.fakes, FAKE_SOURCES)
+        _choice("train.precision", self.precision, ("fp32", "bf16"))
         _choice("train.scheduler", self.scheduler, ("cosine", "none"))
         _at_least("train.epochs", self.epochs, 1)
         _at_least("train.batch_size", self.batch_size, 2)

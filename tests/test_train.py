@@ -117,6 +117,21 @@ def test_bad_params_are_refused():
         TrainParams(scheduler="linear")
 
 
+def test_bfloat16_training_runs_and_learns_like_float32(faces):
+    table, faces_dir = faces
+    results = {
+        precision: fit(
+            table, faces_dir, TINY_MODEL, TrainParams(**{**TINY.__dict__, "epochs": 1, "precision": precision})
+        )
+        for precision in ("fp32", "bf16")
+    }
+    losses = {p: r.history["train_loss"].iloc[0] for p, r in results.items()}
+    assert np.isfinite(list(losses.values())).all()
+    assert abs(losses["bf16"] - losses["fp32"]) < 0.1 * losses["fp32"]  # the same run, only rounding differs
+    weight = "head.1.weight"
+    assert not torch.equal(results["bf16"].model.state_dict()[weight], results["fp32"].model.state_dict()[weight])
+
+
 def test_a_damaged_checkpoint_is_ignored_and_training_starts_afresh(faces, tmp_path, caplog):
     table, faces_dir = faces
     params = TrainParams(**{**TINY.__dict__, "epochs": 1})

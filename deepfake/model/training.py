@@ -6,6 +6,7 @@ epoch, so a run killed at any point and started again finishes with the same mod
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -135,13 +136,15 @@ def train_one_epoch(
     device,
     scaler: torch.amp.GradScaler | None,
     progress: tqdm | None = None,
+    precision: str = "fp32",
 ) -> dict:
     model.train()
     total_loss, correct, seen, started = 0.0, 0, 0, time.perf_counter()
     for images, labels in loader:
-        images = images.to(device, non_blocking=True)
+        # Channels-last lets oneDNN (and cuDNN) run the convolutions faster; the numbers are the same.
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=scaler is not None):
+        with autocast(device, precision):
             logits = model(images)
             loss = criterion(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -164,6 +167,16 @@ def train_one_epoch(
         "accuracy": correct / max(seen, 1),
         "images_per_s": seen / elapsed if elapsed > 0 else 0.0,
     }
+
+
+def autocast(device: torch.device, precision: str):
+    """The mixed precision a training step runs in: float16 on a GPU by default (with loss scaling), bfloat16
+    when train.precision is bf16 (CPU or GPU), else plain float32."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -227,7 +240,7 @@ def fit(
     torch.manual_seed(params.seed)
     model, origin = build_classifier(model_params.backbone, model_params.weights, dropout=model_params.dropout)
     device = pick_device(group.world)
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last)
 
     train_set = FaceCrops(
         training_rows(faces, params, "train"),
@@ -256,7 +269,8 @@ def fit(
         if params.scheduler == "cosine"
         else None
     )
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    # float16 on a GPU needs loss scaling; bfloat16 has float32's range and does not.
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and params.precision == "fp32" else None
     images_per_item = 2 if params.fakes != "dataset" else 1
     loader_options = dict(
         num_workers=params.loader_workers,
@@ -317,7 +331,9 @@ def fit(
             disable=None if group.main else True,
             dynamic_ncols=True,
         ) as progress:
-            train_metrics = train_one_epoch(trained, criterion, optimizer, loader, device, scaler, progress)
+            train_metrics = train_one_epoch(
+                trained, criterion, optimizer, loader, device, scaler, progress, precision=params.precision
+            )
         if group.world > 1:
             # DDP syncs gradients, not batch-norm statistics: every process takes rank 0's, as DDP's forward does.
             for buffer in model.buffers():
