@@ -43,6 +43,7 @@ def update_difference(model, batch) -> float:
         copy_ = copy.deepcopy(model)
         before = [p.detach().clone() for p in copy_.parameters()]
         optimizer = torch.optim.SGD(copy_.parameters(), lr=0.1)
+        torch.manual_seed(1)  # the same dropout mask for both
         train_one_epoch(
             copy_, torch.nn.CrossEntropyLoss(), optimizer, [batch], torch.device("cpu"), None, precision=precision
         )
