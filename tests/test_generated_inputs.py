@@ -194,6 +194,7 @@ def test_schemathesis_finds_no_server_error_in_the_api(served, tmp_path):
         capture_output=True,
         text=True,
         timeout=540,
+        cwd=tmp_path,  # schemathesis keeps a cache folder in its working directory
     )
     print(result.stdout[-2500:])  # the run's summary (pytest -rP shows it)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
