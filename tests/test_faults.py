@@ -146,3 +146,34 @@ def test_an_unreachable_registry_while_serving_keeps_the_model_in_service(tmp_pa
     mlflow.set_registry_uri(os.environ["MLFLOW_TRACKING_URI"])
     assert live.refresh() is False
     assert live.current is loaded and live.registry_error
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 192 KB tmpfs that really fills up; skipped where mounting is not allowed (not root, no privilege)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(
+            f"cannot mount a small tmpfs here ({mounted.stderr.strip() or 'mount failed'}); the injected "
+            "ENOSPC tests above cover the same paths"
+        )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_a_really_full_disk_while_sampling_frames_leaves_whole_videos_or_error_rows(clips, tiny_disk):
+    pool = PoolSettings(workers=1, retries=0, retry_delay_s=0)
+    result = update_frames(clips, tiny_disk / "frames", FrameSampling(per_video=6, jpeg_quality=None), pool)
+    report = result.report.set_index("video_id")
+    assert (report["status"] == "error").any(), "the disk never filled: make it smaller"
+    assert report.loc[report["status"] == "error", "reason"].str.contains("No space left on device").all()
+    for video_id, row in report.iterrows():  # a video's folder is there whole, or not at all
+        folder = tiny_disk / "frames" / video_id
+        assert folder.is_dir() == (row["status"] == "ok")
+    assert not [p for p in (tiny_disk / "frames").iterdir() if p.name.startswith(".")]  # no temporary folder left
