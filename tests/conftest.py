@@ -58,6 +58,18 @@ CONFIG = DetectorConfig(
 )
 
 
+@pytest.fixture(autouse=True)
+def restore_tracking_uri():
+    """mlflow.set_tracking_uri (called by `connect`) also sets MLFLOW_TRACKING_URI in os.environ, so one test
+    that connects would point every later test's subprocesses (dvc repro, deepfake serve) at its registry."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

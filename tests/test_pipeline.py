@@ -30,7 +30,9 @@ PROJECT_DIRS = ["deepfake", "stages", "flows"]
 
 def run(args, cwd, check=True):
     # DVC runs each stage's `python -m stages.X` through PATH: this environment's interpreter must come first.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # The project's own registry (its mlflow.db), whatever tracking URI this process was pointed at.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
