@@ -93,11 +93,9 @@ def summary(project: Path = typer.Option(Path("."), help="Project root (its para
     """Summarise what the pipeline has produced: videos per split and label, rejects, frames and faces."""
     import pandas as pd
 
-    from deepfake.config import Config, load_config
+    from deepfake.config import project_config
 
-    paths = _domain(
-        lambda: load_config(project / "params.yaml") if (project / "params.yaml").is_file() else Config()
-    ).paths
+    paths = _domain(lambda: project_config(project / "params.yaml")).paths
     interim = project / paths.interim
     videos_path = interim / "videos.csv"
     if not videos_path.is_file():

@@ -18,10 +18,10 @@ from deepfake.errors import DataError
 
 def encode(image: np.ndarray, jpeg_quality: int | None) -> tuple[str, np.ndarray]:
     """(file suffix, encoded bytes): JPEG at `jpeg_quality`, or PNG (lossless, fast level 1) when it is None."""
-    if jpeg_quality is None:
-        suffix, options = ".png", [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    else:
-        suffix, options = ".jpg", [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    suffix = image_suffix(jpeg_quality)
+    options = (
+        [cv2.IMWRITE_PNG_COMPRESSION, 1] if jpeg_quality is None else [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)]
+    )
     ok, data = cv2.imencode(suffix, image, options)
     if not ok:
         raise DataError(f"cannot encode a {image.shape} image as {suffix}")

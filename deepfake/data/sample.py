@@ -22,6 +22,7 @@ import numpy as np
 from deepfake.atomic import atomic_dir
 from deepfake.config import SampleSpec
 from deepfake.errors import SampleError
+from deepfake.images import stored
 from deepfake.video.probe import write_video
 
 logger = logging.getLogger(__name__)
@@ -248,8 +249,7 @@ def render_clip(
             frame = frame * (1 - alpha) + pasted * alpha
         frame = frame * gain + rng.normal(0, path.noise_sigma, size=frame.shape)
         frame = np.clip(frame, 0, 255).astype(np.uint8)
-        _, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, path.jpeg_quality])
-        frames.append(cv2.imdecode(encoded, cv2.IMREAD_COLOR))
+        frames.append(stored(frame, path.jpeg_quality))  # the recompression every uploaded video went through
     return frames
 
 

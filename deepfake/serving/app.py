@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ctypes
+import functools
 import logging
 import shutil
 import tempfile
@@ -23,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -31,6 +31,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from deepfake.errors import VideoError, first_line
+from deepfake.images import encode
 from deepfake.serving.live_model import LiveModel
 from deepfake.serving.loading import LoadedDetector
 from deepfake.serving.upload import FIELD, MB, UploadRejected, receive_upload
@@ -63,7 +64,7 @@ def unreadable_message(filename: str, reason: str) -> str:
 
 
 def data_uri(image_bgr: np.ndarray) -> str:
-    ok, encoded = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    _, encoded = encode(image_bgr, 85)
     return "data:image/jpeg;base64," + base64.b64encode(encoded.tobytes()).decode("ascii")
 
 
@@ -142,10 +143,18 @@ def release_memory() -> None:
     glibc keeps freed memory in per-thread arenas; after a burst of requests the server would otherwise stay
     hundreds of MB above its idle size. `malloc_trim` returns what is free (a no-op elsewhere).
     """
+    if _libc() is not None:
+        _libc().malloc_trim(0)
+
+
+@functools.cache
+def _libc():
+    """glibc, loaded once; None where there is none (musl, macOS) and so nothing to trim."""
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
 
 
 # ---------------------------------------------------------------- the app
