@@ -116,6 +116,11 @@ def main() -> None:
     parser.add_argument("--project", default=str(ROOT), help="the project whose registry (mlflow.db) to use")
     parser.add_argument("--sets", default="dev,ffpp")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "quality"))
+    parser.add_argument(
+        "--no-round-trip",
+        action="store_true",
+        help="score decoded frames and crops as they are, without the storage round trip (for comparison)",
+    )
     args = parser.parse_args()
 
     from deepfake.config import project_config
@@ -125,6 +130,13 @@ def main() -> None:
     model = args.model or project_config(Path(args.project) / "params.yaml").register.model_uri
     connect(args.project, experiment=False)
     loaded = load_detector_model(model)
+    if args.no_round_trip:
+        from dataclasses import replace
+
+        config = loaded.detector.config
+        loaded.detector.config = replace(
+            config, sampling=replace(config.sampling, jpeg_quality=None), faces=replace(config.faces, jpeg_quality=None)
+        )
     config = loaded.detector.config
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,6 +146,7 @@ def main() -> None:
         "backbone": config.backbone,
         "temperature": config.temperature,
         "threshold": config.threshold,
+        "storage_round_trip": not args.no_round_trip,
         "sets": {},
     }
     for name in args.sets.split(","):
