@@ -68,17 +68,21 @@ def make_sample_command(
 
 @app.command()
 def ingest(
-    root: Path = typer.Argument(..., help="Folder of videos (with metadata.json, metadata.csv, or real/ and fake/)."),
+    root: Path = typer.Argument(
+        ..., help="Folder of videos and/or face photos (metadata.json, a CSV, real/ and fake/)."
+    ),
+    metadata: str = typer.Option("auto", help="auto, or the metadata file under the root (e.g. faces.csv)."),
+    label: str = typer.Option("", help="Label of files the metadata leaves unlabelled (REAL for real face photos)."),
     out_dir: Path = typer.Option(None, help="Where videos.csv and rejects.csv are written; default: paths.interim."),
 ) -> None:
-    """Validate and split a labelled video dataset as the pipeline's dataset stage does (settings: params.yaml's dataset)."""
+    """Validate and split one folder as the pipeline's source and dataset stages do (settings: params.yaml's dataset)."""
     from deepfake.data.dataset import build_dataset
 
     config = _config()
     params = config.dataset
     dataset = _domain(
         lambda: build_dataset(
-            root, params.metadata, split=params.split, min_frames=params.min_frames, workers=params.workers
+            root, metadata, label=label, split=params.split, min_frames=params.min_frames, workers=params.workers
         )
     )
     videos_path, rejects_path = dataset.write(out_dir or config.paths.interim)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,6 +55,12 @@ class Paths:
     @property
     def faces_table(self) -> str:
         return f"{self.faces}/faces.csv"
+
+    def source_table(self, name: str) -> str:
+        return f"{self.interim}/sources/{name}.csv"
+
+    def source_rejects(self, name: str) -> str:
+        return f"{self.interim}/sources/{name}.rejects.csv"
 
     @property
     def model_file(self) -> str:
@@ -98,16 +105,34 @@ class SplitParams:
 
 
 @dataclass(frozen=True)
+class SourceParams:
+    """One folder of labelled media: videos, face photos or both."""
+
+    root: str
+    metadata: str = "auto"  # auto: metadata.json, else metadata.csv, else real/ and fake/ folders; or a file under root
+    label: str = ""  # the label of files the metadata leaves unlabelled (REAL for a folder of real face photos)
+
+
+def _default_sources() -> dict[str, SourceParams]:
+    return {"sample": SourceParams(root="data/sample")}
+
+
+@dataclass(frozen=True)
 class DatasetParams:
-    root: str = "data/sample"  # folder of labelled videos
-    metadata: str = "auto"  # auto: metadata.json, else metadata.csv, else real/ and fake/ folders; or a path under root
+    # name -> folder; each is scanned by its own DVC stage (`source@<name>`), so adding one rescans only it
+    sources: dict[str, SourceParams] = field(default_factory=_default_sources)
     min_frames: int = 2  # shorter videos are rejected
-    workers: int = 4  # threads probing and hashing videos
+    workers: int = 4  # threads probing and hashing files
     split: SplitParams = field(default_factory=SplitParams)
 
     def __post_init__(self) -> None:
         _at_least("dataset.min_frames", self.min_frames, 1)
         _at_least("dataset.workers", self.workers, 1)
+        if not self.sources:
+            raise ConfigError("dataset.sources must name at least one folder")
+        for name in self.sources:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+                raise ConfigError(f"dataset.sources: {name!r} must be letters, digits, - and _ (it names a file)")
 
 
 @dataclass(frozen=True)
@@ -196,11 +221,14 @@ class TrainParams:
     weight_decay: float = 1e-5
     scheduler: str = "cosine"  # or "none"
     freeze_epochs: int = 0  # train only the head for this many first epochs
-    patience: int = 3  # stop when validation loss has not improved for this many epochs
+    patience: int = 3  # stop when the selection metric has not improved for this many epochs
+    # The epoch kept: blend_auc (held-out real faces vs their pseudo-fakes), auc (vs labelled fakes) or loss
+    select_by: str = "blend_auc"
     fakes: str = "self_blend"  # self_blend: pseudo-fakes from real faces; dataset: the labelled fakes; both
     faces_per_video: int = 16  # at most this many crops per video and epoch (0: all)
     loader_workers: int = 2
     processes: int = 1  # > 1: the train stage runs under torchrun, DistributedDataParallel over that many processes
+    h264: float = 0.0  # chance a training face (and its pseudo-fake, alike) is re-encoded as H.264 at CRF 23-38
     precision: str = "fp32"  # fp32 | bf16: bfloat16 autocast (CPUs with AVX512-BF16 or AMX, and GPUs)
     seed: int = 0
 
@@ -208,9 +236,12 @@ class TrainParams:
         _choice("train.fakes", self.fakes, FAKE_SOURCES)
         _choice("train.precision", self.precision, ("fp32", "bf16"))
         _choice("train.scheduler", self.scheduler, ("cosine", "none"))
+        _choice("train.select_by", self.select_by, ("blend_auc", "auc", "loss"))
         _at_least("train.epochs", self.epochs, 1)
         _at_least("train.batch_size", self.batch_size, 2)
         _at_least("train.processes", self.processes, 1)
+        if not 0 <= self.h264 <= 1:
+            raise ConfigError(f"train.h264 is a chance, 0 to 1 (got {self.h264})")
 
 
 STRATEGIES = ("mean", "confident", "max_track")
@@ -323,11 +354,23 @@ def build(cls, values, where: str):
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"{where}{unknown[0]} is not a setting; {label} takes: {', '.join(fields)}")
+    missing = [
+        f.name
+        for f in fields.values()
+        if f.name not in values and f.default is f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}{missing[0]} must be set; {label} takes: {', '.join(fields)}")
     kwargs = {name: _value(hints[name], value, f"{where}{name}") for name, value in values.items()}
     return cls(**kwargs)
 
 
 def _value(hint, value, key: str):
+    if typing.get_origin(hint) is dict:  # name -> section, e.g. dataset.sources
+        _, section = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping of names to settings (got {type(value).__name__})")
+        return {str(name): _value(section, item, f"{key}.{name}") for name, item in value.items()}
     if dataclasses.is_dataclass(hint):
         return build(hint, value if value is not None else {}, f"{key}.")
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)

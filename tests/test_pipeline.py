@@ -160,7 +160,7 @@ def test_unreadable_metadata_stops_the_stage_with_file_and_line_and_no_traceback
     make_clip(incoming / "a.mp4")
     (incoming / "metadata.json").write_text('{\n  "a.mp4": {"label": "REAL",\n  oops\n}\n')
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["dataset"]["root"] = "incoming"
+    params["dataset"]["sources"] = {"incoming": {"root": "incoming"}}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.rmtree(project / "data" / "sample")
     result = dvc(project, "repro", "dataset", check=False)

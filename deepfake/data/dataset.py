@@ -1,12 +1,13 @@
-"""The dataset step: read labelled-video metadata, validate every video, group fakes with their originals
-and split train/val/test so that no group straddles two splits.
+"""The dataset step: read each source's labelled media (videos and face photos), validate every file, group
+fakes with their originals and photos by identity, and split train/val/test so no group straddles two splits.
 
-Every input (metadata entry or video file under the root) ends in exactly one of two tables: the accepted
-videos, or the rejects with the reason.
+Every input (metadata entry or file under a root) ends in exactly one of two tables: the accepted media
+(videos.csv; a photo is a one-frame video to the later stages), or the rejects with the reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -26,14 +27,14 @@ from deepfake.data.metadata import (
     Entry,
     find_metadata,
     folder_entries,
-    list_video_files,
+    list_media_files,
     normalize_label,
     normalize_split,
     read_metadata,
 )
 from deepfake.data.split import apply_split, assign_groups
 from deepfake.errors import MetadataError, VideoError
-from deepfake.video.probe import probe_video, sha256_file
+from deepfake.video.probe import media_kind, probe_media, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,29 @@ VIDEO_COLUMNS = [
     "duration_s",
     "note",
     "source",
+    "kind",
+    "source_name",
+]
+# A scanned source's table (scan_source): before grouping and splitting.
+SCAN_COLUMNS = [
+    "video_id",
+    "path",
+    "relpath",
+    "kind",
+    "label",
+    "label_id",
+    "original",
+    "given_split",
+    "given_group",
+    "sha256",
+    "size_bytes",
+    "frames",
+    "fps",
+    "width",
+    "height",
+    "duration_s",
+    "source",
+    "note",
 ]
 REJECT_COLUMNS = ["path", "reason", "source"]
 
@@ -73,9 +97,10 @@ class Dataset:
             if split in counts.index.get_level_values(0):
                 by_label = counts.loc[split]
                 parts.append(f"{split} {by_label.sum()} ({', '.join(f'{n} {lab}' for lab, n in by_label.items())})")
-        lines = [
-            f"accepted {len(self.videos)} videos, rejected {len(self.rejects)} entries (metadata: {self.metadata})"
-        ]
+        kinds = self.videos["kind"].value_counts() if "kind" in self.videos and len(self.videos) else {}
+        photos = f" and {kinds['photo']} photos" if "photo" in kinds else ""
+        accepted = f"{kinds.get('video', 0) if len(kinds) else len(self.videos)} videos{photos}"
+        lines = [f"accepted {accepted}, rejected {len(self.rejects)} entries (metadata: {self.metadata})"]
         if parts:
             lines.append("splits: " + "; ".join(parts))
         lines += [f"warning: {w}" for w in self.warnings]
@@ -93,25 +118,49 @@ def build_dataset(
     root: str | os.PathLike,
     metadata: str | None = "auto",
     *,
+    label: str = "",
     split: SplitParams = SplitParams(),
     min_frames: int = 2,
     workers: int = 4,
 ) -> Dataset:
+    """One folder of labelled media, checked, grouped and split (see `scan_source` and `combine`)."""
+    scan = scan_source(root, metadata, label=label, min_frames=min_frames, workers=workers)
+    return combine({"": scan}, split)
+
+
+def scan_source(
+    root: str | os.PathLike,
+    metadata: str | None = "auto",
+    *,
+    label: str = "",
+    min_frames: int = 2,
+    workers: int = 4,
+) -> Dataset:
+    """Every video and photo under `root` that its metadata labels, probed and hashed; not yet grouped or split.
+
+    `label` labels the files the metadata leaves unlabelled, and with no metadata every file under the root
+    (a folder of real face photos: `label="REAL"`). Returns a Dataset whose `videos` table has SCAN_COLUMNS.
+    """
     root = Path(root)
     if not root.is_dir():
         raise MetadataError(f"{root}: dataset root is not a folder")
+    if label:
+        label = normalize_label(label)
     metadata_path = find_metadata(root, metadata)
-    video_files = list_video_files(root)
+    media_files = list_media_files(root)
     if metadata_path is None:
-        entries = folder_entries(root, video_files)
+        entries = folder_entries(root, media_files)
+        described = "real/ and fake/ folders"
+        if not entries and label:
+            entries = [Entry(file=relpath, label=label, source=f"file under {root.name}/") for relpath in media_files]
+            described = f"every file labelled {label}"
         if not entries:
             raise MetadataError(
                 f"{root}: no metadata.json, no metadata.csv and no real/ or fake/ folders with videos; "
-                "set dataset.metadata or lay the videos out as real/*.mp4 and fake/*.mp4"
+                "set the metadata, lay the videos out as real/*.mp4 and fake/*.mp4, or give the folder a label"
             )
-        described = "real/ and fake/ folders"
     else:
-        entries = read_metadata(metadata_path)
+        entries = read_metadata(metadata_path, label)
         described = str(metadata_path)
 
     rejects: list[dict] = []
@@ -121,7 +170,7 @@ def build_dataset(
 
     # Resolve each entry to a file under root.
     by_basename = defaultdict(list)
-    for relpath in video_files:
+    for relpath in media_files:
         by_basename[Path(relpath).name].append(relpath)
     base_dirs = [metadata_path.parent] if metadata_path else []
     base_dirs.append(root)
@@ -135,12 +184,12 @@ def build_dataset(
         claimed.add(relpath)
         resolved.append((entry, relpath))
 
-    for relpath in video_files:
+    for relpath in media_files:
         if relpath not in claimed:
             why = (
-                f"video not listed in {metadata_path.name}; add it with a label to use it"
+                f"file not listed in {metadata_path.name}; add it with a label to use it"
                 if metadata_path
-                else "video not under real/ or fake/; move it there to use it"
+                else "file not under real/ or fake/; move it there to use it"
             )
             reject(relpath, why, "file under dataset root")
 
@@ -148,54 +197,50 @@ def build_dataset(
     listed = defaultdict(list)
     for entry, relpath in resolved:
         listed[relpath].append(entry)
-    candidates: list[tuple[Entry, str, str, str | None]] = []
+    candidates: list[tuple[Entry, str, str]] = []
     for entry, relpath in resolved:
         if len(listed[relpath]) > 1:
             others = "; ".join(e.source for e in listed[relpath])
             reject(relpath, f"duplicate: listed {len(listed[relpath])} times in the metadata ({others})", entry.source)
             continue
         try:
-            label = normalize_label(entry.label)
-            given_split = normalize_split(entry.split) if split.use_given else None
+            label_ = normalize_label(entry.label)
         except ValueError as error:
             reject(relpath, str(error), entry.source)
             continue
-        candidates.append((entry, relpath, label, given_split))
+        candidates.append((entry, relpath, label_))
 
     # Probe and hash in threads: OpenCV and hashlib release the GIL.
     def inspect(relpath: str):
         try:
-            return probe_video(root / relpath, min_frames=min_frames), sha256_file(root / relpath), None
+            return probe_media(root / relpath, min_frames=min_frames), sha256_file(root / relpath), None
         except VideoError as error:
             return None, None, str(error)
         except OSError as error:
             return None, None, f"cannot read file: {error.strerror or error}"
         except Exception as error:  # a case no check foresaw: this file's reject row, named, not the end of the run
             logger.exception("unexpected error while checking %s", relpath)
-            return None, None, f"unexpected error while checking the video: {type(error).__name__}: {error}"
+            return None, None, f"unexpected error while checking the file: {type(error).__name__}: {error}"
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(inspect, [relpath for _, relpath, _, _ in candidates]))
+        results = list(pool.map(inspect, [relpath for _, relpath, _ in candidates]))
 
     rows = []
-    first_with_hash: dict[str, str] = {}
-    for (entry, relpath, label, given_split), (info, digest, problem) in zip(candidates, results):
+    for (entry, relpath, label_), (info, digest, problem) in zip(candidates, results):
         if problem:
             reject(relpath, problem, entry.source)
             continue
-        if digest in first_with_hash:
-            reject(relpath, f"same content as {first_with_hash[digest]} (sha256 {digest[:12]}…)", entry.source)
-            continue
-        first_with_hash[digest] = relpath
         rows.append(
             {
                 "video_id": video_id(relpath, digest),
                 "path": (root / relpath).as_posix(),
                 "relpath": relpath,
-                "label": label,
-                "label_id": LABEL_IDS[label],
+                "kind": media_kind(relpath),
+                "label": label_,
+                "label_id": LABEL_IDS[label_],
                 "original": entry.original or "",
-                "given_split": given_split,
+                "given_split": entry.split or "",  # checked by `combine`, and only when asked to honour it
+                "given_group": entry.group or "",
                 "sha256": digest,
                 "size_bytes": (root / relpath).stat().st_size,
                 "frames": info.frames,
@@ -204,28 +249,81 @@ def build_dataset(
                 "height": info.height,
                 "duration_s": round(info.duration_s, 3),
                 "source": entry.source,
-                "probe_note": (
+                "note": (
                     f"header promises {info.header_frames} frames, {info.frames} decode"
                     if info.header_frames > info.frames
                     else ""
                 ),
             }
         )
-
-    videos = pd.DataFrame(rows, columns=[*VIDEO_COLUMNS, "given_split", "probe_note"])
-    warnings: list[str] = []
-    if len(videos):
-        videos["group"], group_notes = assign_groups(videos)
-        videos["note"] = (videos["probe_note"] + "; " + group_notes).str.strip("; ")
-        videos, conflicts = apply_split(videos, split)
-        for row in conflicts.itertuples():
-            reject(row.relpath, row.reason, row.source)
-        missing = (group_notes != "").sum()
-        if missing:
-            warnings.append(f"{missing} fakes name an original that is not in the dataset (see the note column)")
-    videos = videos[VIDEO_COLUMNS].sort_values("relpath", kind="stable").reset_index(drop=True)
+    media = pd.DataFrame(rows, columns=SCAN_COLUMNS)  # metadata order: the first of two identical files is kept
     rejects_table = pd.DataFrame(rejects, columns=REJECT_COLUMNS).sort_values("path", kind="stable")
-    return Dataset(videos=videos, rejects=rejects_table.reset_index(drop=True), metadata=described, warnings=warnings)
+    return Dataset(videos=media, rejects=rejects_table.reset_index(drop=True), metadata=described)
+
+
+def combine(scans: dict[str, Dataset], split: SplitParams = SplitParams()) -> Dataset:
+    """Scanned sources as one dataset: duplicates across them rejected, files grouped, groups split.
+
+    Groups (a fake and its original, FaceForensics++ pairs, one identity's photos) never straddle splits.
+    Photos have no video verdict to test, so they go to train and val only (val: people the model has not
+    trained on, for choosing the epoch); videos are split train/val/test.
+    """
+    many = len(scans) > 1
+    parts, rejects, warnings = [], [], []
+    first_with_hash: dict[str, str] = {}
+    for name, scan in scans.items():
+        media = scan.videos.copy()
+        media["source_name"] = name
+        where = f"{name}: " if many else ""
+        rejects.append(scan.rejects.assign(path=where + scan.rejects["path"]))
+        keep = []
+        for row in media.itertuples():
+            name_ = where + row.relpath
+            first = first_with_hash.setdefault(row.sha256, name_)
+            keep.append(first == name_)
+            if first != name_:
+                reason = f"same content as {first} (sha256 {row.sha256[:12]}…)"
+                rejects.append(pd.DataFrame([{"path": name_, "reason": reason, "source": row.source}]))
+        media = media[pd.Series(keep, index=media.index, dtype=bool)]
+        if len(media):
+            groups, group_notes = assign_groups(media)
+            media["group"] = (where + groups) if many else groups
+            media["note"] = (media["note"] + "; " + group_notes).str.strip("; ")
+            missing = (group_notes != "").sum()
+            if missing:
+                warnings.append(
+                    f"{where}{missing} fakes name an original that is not in the dataset (see the note column)"
+                )
+        parts.append(media)
+    media = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCAN_COLUMNS)
+    media["given_split"] = media["given_split"].astype(object)
+    bad_split = pd.Series(False, index=media.index)
+    for index, value, relpath, source in zip(media.index, media["given_split"], media["relpath"], media["source"]):
+        try:
+            media.at[index, "given_split"] = normalize_split(value) if split.use_given else None
+        except ValueError as error:
+            bad_split[index] = True
+            rejects.append(pd.DataFrame([{"path": relpath, "reason": str(error), "source": source}]))
+    media = media[~bad_split]
+
+    videos = media[media["kind"] == "video"]
+    photos = media[media["kind"] == "photo"]
+    split_parts = []
+    for subset, params in ((videos, split), (photos, dataclasses.replace(split, test=0.0))):
+        if len(subset):
+            done, conflicts = apply_split(subset, params)
+            split_parts.append(done)
+            rejects.append(conflicts.rename(columns={"relpath": "path"}))
+    table = pd.concat(split_parts, ignore_index=True) if split_parts else media.assign(group="", split="")
+    table = table.reindex(columns=VIDEO_COLUMNS).sort_values(["source_name", "relpath"], kind="stable")
+    all_rejects = pd.concat([r for r in rejects if len(r)], ignore_index=True) if any(len(r) for r in rejects) else None
+    rejects_table = (
+        all_rejects[REJECT_COLUMNS].sort_values("path", kind="stable").reset_index(drop=True)
+        if all_rejects is not None
+        else pd.DataFrame(columns=REJECT_COLUMNS)
+    )
+    described = "; ".join(f"{name}: {scan.metadata}" if many else scan.metadata for name, scan in scans.items())
+    return Dataset(videos=table.reset_index(drop=True), rejects=rejects_table, metadata=described, warnings=warnings)
 
 
 def _resolve(file: str, root: Path, base_dirs: list[Path], by_basename: dict[str, list[str]]):

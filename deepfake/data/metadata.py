@@ -1,11 +1,13 @@
-"""Reading labelled-video metadata: DFDC metadata.json, a metadata.csv, or real/ and fake/ folders.
+"""Reading labelled-media metadata: DFDC metadata.json, a metadata CSV, or real/ and fake/ folders.
 
-Labels are cleaned to REAL or FAKE and splits to train/val/test; a file that cannot be read at all raises
+Media are videos and face photos (a photo is a one-frame video to the rest of the pipeline). Labels are
+cleaned to REAL or FAKE and splits to train/val/test; a file that cannot be read at all raises
 MetadataError naming the file and, where known, the line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -17,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from deepfake.errors import LabelError, MetadataError
-from deepfake.video.probe import is_video_file
+from deepfake.video.probe import is_media_file
 
 LABEL_IDS = {"REAL": 0, "FAKE": 1}
 # Numeric and boolean labels answer "is this video fake?", as in DFDC's and most CSV exports' convention.
@@ -44,6 +46,7 @@ class Entry:
     original: str | None = None
     split: str | None = None
     source: str = ""
+    group: str | None = None  # files sharing a group (e.g. photos of one identity) never straddle splits
 
 
 def normalize_label(value: object) -> str:
@@ -89,8 +92,12 @@ def find_metadata(root: Path, metadata: str | None) -> Path | None:
     return None
 
 
-def read_metadata(path: Path) -> list[Entry]:
-    """Entries of a DFDC-style metadata.json, or of a CSV with columns path,label[,original][,split]."""
+def read_metadata(path: Path, label: str = "") -> list[Entry]:
+    """Entries of a DFDC-style metadata.json, or of a CSV with columns path,label[,original][,split][,group].
+
+    `label` is the label of every entry that gives none (a CSV may then omit the label column): a folder of
+    real face photos with its own list of files and identities needs no label per row.
+    """
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -100,7 +107,14 @@ def read_metadata(path: Path) -> list[Entry]:
     if not text.strip():
         raise MetadataError(f"{path}, line 1: metadata file is empty")
     looks_json = path.suffix.lower() == ".json" or text.lstrip()[:1] in ("{", "[")
-    return _read_json(path, text) if looks_json else _read_csv(path, text)
+    entries = _read_json(path, text) if looks_json else _read_csv(path, text, label)
+    if label:
+        entries = [entry if _given(entry.label) else dataclasses.replace(entry, label=label) for entry in entries]
+    return entries
+
+
+def _given(value: object) -> bool:
+    return _text_or_none(value) is not None
 
 
 def _read_json(path: Path, text: str) -> list[Entry]:
@@ -132,6 +146,7 @@ def _read_json(path: Path, text: str) -> list[Entry]:
                 original=_text_or_none(fields.get("original")),
                 split=_text_or_none(fields.get("split")),
                 source=source,
+                group=_text_or_none(fields.get("group", fields.get("identity"))),
             )
         )
     return entries
@@ -141,7 +156,7 @@ class _Pairs(list):
     """A JSON object kept as its list of (key, value) pairs."""
 
 
-def _read_csv(path: Path, text: str) -> list[Entry]:
+def _read_csv(path: Path, text: str, label: str = "") -> list[Entry]:
     import io
 
     try:
@@ -154,20 +169,22 @@ def _read_csv(path: Path, text: str) -> list[Entry]:
         raise MetadataError(f"{path}, line 1: metadata file has no header") from None
     table.columns = [str(c).strip().lower() for c in table.columns]
     file_column = next((c for c in ("path", "file", "filename", "video") if c in table.columns), None)
-    if file_column is None or "label" not in table.columns:
+    if file_column is None or ("label" not in table.columns and not label):
         raise MetadataError(
             f"{path}, line 1: expected a CSV header with 'path' and 'label' columns "
-            f"(optional 'original', 'split'); found {list(table.columns)}"
+            f"(optional 'original', 'split', 'group' or 'identity'); found {list(table.columns)}"
         )
+    group_column = next((c for c in ("group", "identity") if c in table.columns), None)
     entries = []
     for row_number, row in enumerate(table.to_dict("records")):
         entries.append(
             Entry(
                 file=row[file_column].strip(),
-                label=row["label"],
+                label=row.get("label"),
                 original=_text_or_none(row.get("original")),
                 split=_text_or_none(row.get("split")),
                 source=f"{path.name} line {row_number + 2}",
+                group=_text_or_none(row.get(group_column)) if group_column else None,
             )
         )
     return entries
@@ -180,23 +197,23 @@ def _text_or_none(value: object) -> str | None:
     return text or None
 
 
-def folder_entries(root: Path, video_files: Iterable[str]) -> list[Entry]:
+def folder_entries(root: Path, media_files: Iterable[str]) -> list[Entry]:
     """Labels from the first path component: real/... is REAL, fake/... is FAKE (any case)."""
     entries = []
-    for relpath in video_files:
+    for relpath in media_files:
         top = relpath.split("/", 1)[0].lower()
         if "/" in relpath and top in FOLDER_LABELS:
             entries.append(Entry(file=relpath, label=FOLDER_LABELS[top], source=f"folder {relpath.split('/', 1)[0]}/"))
     return entries
 
 
-def list_video_files(root: Path) -> list[str]:
-    """Video files under root as sorted POSIX paths relative to it (hidden folders skipped)."""
+def list_media_files(root: Path) -> list[str]:
+    """Video and photo files under root as sorted POSIX paths relative to it (hidden folders skipped)."""
     found = []
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         for name in files:
             path = Path(folder) / name
-            if is_video_file(path) and not name.startswith("."):
+            if is_media_file(path) and not name.startswith("."):
                 found.append(path.relative_to(root).as_posix())
     return sorted(found)

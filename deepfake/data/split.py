@@ -38,7 +38,8 @@ class _UnionFind:
 def assign_groups(videos: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Group each video with the videos it shares faces with.
 
-    A fake joins its `original`. FaceForensics++-style names link too: `<prefix><a>_<b>` joins
+    Files with the same given group (the metadata's group or identity column) share it. A fake joins its
+    `original`. FaceForensics++-style names link too: `<prefix><a>_<b>` joins
     `<prefix><a>`, `<prefix><b>` and `<prefix><b>_<a>` (the swap the other way round, which carries the
     same two faces). An `original` missing from the dataset still groups the fakes made from it.
     Returns the group of each row (named after a REAL member where there is one) and a note per row.
@@ -56,6 +57,11 @@ def assign_groups(videos: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
     links = _UnionFind()
     notes = pd.Series("", index=videos.index, dtype=object)
+    # A group the metadata gives (an identity's photos) links its members whatever their names.
+    given = videos["given_group"] if "given_group" in videos else pd.Series("", index=videos.index)
+    for relpath, group in zip(relpaths, given):
+        if isinstance(group, str) and group:
+            links.union(relpath, f"given:{group}")
     for index, relpath, original in zip(videos.index, relpaths, videos["original"]):
         links.find(relpath)
         if isinstance(original, str) and original:

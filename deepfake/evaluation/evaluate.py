@@ -93,7 +93,14 @@ def evaluate(
     aggregation: AggregationParams,
     params: EvaluateParams,
 ) -> Evaluation:
-    """Score the validation and test faces, choose temperature and thresholds on validation, measure test."""
+    """Score the validation and test faces, choose temperature and thresholds on validation, measure test.
+
+    Only videos count: photos (training material, all of one label) have no video verdict, and in the
+    validation split they would fit the temperature to "photo or video" rather than "real or fake".
+    """
+    if "kind" in videos:
+        faces = faces[~faces["video_id"].isin(videos.loc[videos["kind"] == "photo", "video_id"])]
+        videos = videos[videos["kind"] != "photo"]
     split_faces = {split: faces[faces["split"] == split].reset_index(drop=True) for split in ("val", "test")}
     if split_faces["test"].empty:
         raise DataError("the test split has no face crops to evaluate (see data/faces/report.csv)")

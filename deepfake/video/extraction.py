@@ -24,7 +24,7 @@ from deepfake.config import FaceParams, FrameSampling, PoolSettings
 from deepfake.errors import PermanentError, VideoError
 from deepfake.images import image_suffix, read_image, write_image
 from deepfake.video.face_detection import faces_in_frames, link_tracks, load_face_detector
-from deepfake.video.frames import FrameReadReport, read_frames, sample_frame_indices
+from deepfake.video.frames import FrameReadReport, read_frames, read_still, sample_frame_indices
 from deepfake.video.pool import Job, Outcome, Runner, run_jobs
 
 # Bump by hand when the code changes what a video's frames or crops look like (not for refactors or
@@ -79,6 +79,7 @@ class FramesJob:
     sampling: FrameSampling
     key: str
     decoder_threads: int
+    kind: str = "video"  # or "photo": its one frame is the image itself
 
 
 def frames_key(sha256: str, sampling: FrameSampling) -> str:
@@ -92,9 +93,12 @@ def extract_frames(job: FramesJob) -> dict:
     records = []
     with atomic_dir(Path(job.out_dir) / job.video_id) as folder:
         try:
-            for index, time_s, frame in read_frames(
-                job.path, indices, report=report, decoder_threads=job.decoder_threads
-            ):
+            frames = (
+                read_still(job.path, report)
+                if job.kind == "photo"
+                else read_frames(job.path, indices, report=report, decoder_threads=job.decoder_threads)
+            )
+            for index, time_s, frame in frames:
                 name = f"{index:06d}{image_suffix(job.sampling.jpeg_quality)}"
                 write_image(folder / name, frame, job.sampling.jpeg_quality)
                 records.append({"frame_index": index, "time_s": round(time_s, 4), "file": name})
@@ -160,6 +164,7 @@ def update_frames(
                         sampling,
                         key,
                         pool.threads,
+                        getattr(row, "kind", "video"),
                     ),
                 )
             )

@@ -12,6 +12,7 @@ import numpy as np
 
 from deepfake.config import FrameSampling
 from deepfake.errors import VideoError
+from deepfake.video.probe import read_photo
 
 
 def sample_frame_indices(frame_count: int, fps: float, sampling: FrameSampling) -> list[int]:
@@ -71,3 +72,14 @@ def read_frames(
             yield index, capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, frame
     finally:
         capture.release()
+
+
+def read_still(
+    path: str | os.PathLike, report: FrameReadReport | None = None
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """A photo as the one frame of a one-frame video: (0, 0.0, BGR image)."""
+    report = report if report is not None else FrameReadReport()
+    report.requested = 1
+    image = read_photo(path)
+    report.read = 1
+    yield 0, 0.0, image

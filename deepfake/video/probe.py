@@ -1,4 +1,4 @@
-"""Reading videos with OpenCV: probing, content hashing and writing clips."""
+"""Reading videos and face photos with OpenCV: probing, content hashing and writing clips."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import numpy as np
 from deepfake.errors import VideoError
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+# Still photos are one-frame media: the same frames and faces stages turn them into face crops.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 # OpenCV's frame count comes from container metadata and can overshoot by a few frames on valid files,
 # so a file is only called truncated when none of the last few frames it promises can be decoded.
@@ -34,6 +36,37 @@ class VideoInfo:
 
 def is_video_file(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_media_file(path: Path) -> bool:
+    return is_video_file(path) or is_image_file(path)
+
+
+def media_kind(path: str | os.PathLike) -> str:
+    return "photo" if is_image_file(Path(path)) else "video"
+
+
+def read_photo(path: str | os.PathLike) -> np.ndarray:
+    """A photo as a BGR array (EXIF orientation applied); VideoError when it is empty or cannot be decoded."""
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise VideoError("empty file (0 bytes)")
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise VideoError("not a readable image: OpenCV cannot decode it (corrupt, truncated or not an image)")
+    return image
+
+
+def probe_media(path: str | os.PathLike, *, min_frames: int = 2) -> VideoInfo:
+    """probe_video for a video; for a photo, a one-frame VideoInfo once it decodes (min_frames does not apply)."""
+    if media_kind(path) == "photo":
+        height, width = read_photo(path).shape[:2]
+        return VideoInfo(frames=1, fps=0.0, width=width, height=height, header_frames=1)
+    return probe_video(path, min_frames=min_frames)
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
