@@ -57,6 +57,8 @@ def main(config: Config) -> None:
         "val_loss": best["val_loss"],
         "val_accuracy": best["val_accuracy"],
         "val_auc": best["val_auc"],
+        "val_blend_auc": best["val_blend_auc"],
+        "selected_by": config.train.select_by,
         "images_per_s": float(result.history["images_per_s"].median()),
     }
     tags = {
@@ -75,13 +77,15 @@ def main(config: Config) -> None:
                 "best_epoch": result.best_epoch,
                 "best_val_loss": float(best["val_loss"]),
                 "best_val_auc": float(best["val_auc"]) if pd.notna(best["val_auc"]) else float("nan"),
+                "best_val_blend_auc": float(best["val_blend_auc"]) if pd.notna(best["val_blend_auc"]) else float("nan"),
             }
         )
         mlflow.log_artifact(history_path)
         summary["mlflow_run_id"] = mlflow_run.info.run_id
     write_json(summary, f"{paths.reports}/train.json")
     print(
-        f"train: best epoch {result.best_epoch} of {len(result.history)}, val auc {best['val_auc']:.3f}; "
+        f"train: best epoch {result.best_epoch} of {len(result.history)} by {config.train.select_by}, "
+        f"val auc {best['val_auc']:.3f}, blend auc {best['val_blend_auc']:.3f}; "
         f"weights {result.origin.describe()}; wrote {paths.model_file}, {history_path}, {paths.reports}/train.json; "
         f"MLflow run {mlflow_run.info.run_id}"
     )

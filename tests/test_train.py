@@ -70,12 +70,37 @@ def test_training_is_reproducible_for_a_seed(faces):
 def test_early_stopping_keeps_the_best_epoch(faces):
     table, faces_dir = faces
     # With no learning (only batch-norm statistics move) the validation loss soon stops improving.
-    params = TrainParams(**{**TINY.__dict__, "epochs": 8, "lr": 0.0, "patience": 2})
+    params = TrainParams(**{**TINY.__dict__, "epochs": 8, "lr": 0.0, "patience": 2, "select_by": "loss"})
     result = fit(table, faces_dir, TINY_MODEL, params)
     history = result.history
     assert len(history) < params.epochs, "training should have stopped early"
     assert result.best_epoch == int(history.loc[history["val_loss"].idxmin(), "epoch"])
     assert len(history) == result.best_epoch + params.patience
+
+
+def test_the_epoch_kept_is_the_best_by_held_out_pseudo_fake_auc(faces):
+    table, faces_dir = faces
+    params = TrainParams(**{**TINY.__dict__, "epochs": 3, "patience": 5})
+    assert params.select_by == "blend_auc"  # the default
+    result = fit(table, faces_dir, TINY_MODEL, params)
+    history = result.history
+    assert history["val_blend_auc"].between(0, 1).all()
+    # The first epoch with the highest AUC (a later tie does not replace it).
+    assert result.best_epoch == int(history.loc[history["val_blend_auc"].idxmax(), "epoch"])
+
+
+def test_validation_scores_keep_pseudo_fakes_and_labelled_fakes_apart():
+    from deepfake.model.training import validation_scores
+
+    # Faces in loader order: real, fake, real -> images real, blend, fake, real, blend.
+    face_labels = np.array([0, 1, 0])
+    labels = np.array([0, 1, 1, 0, 1])
+    # The pseudo-fakes are told apart perfectly, the labelled fake not at all.
+    probabilities = np.array([0.2, 0.9, 0.1, 0.3, 0.8])
+    scores = validation_scores(probabilities, labels, face_labels)
+    assert scores["blend_auc"] == 1.0 and scores["auc"] == 0.0
+    only_reals = validation_scores(np.array([0.2, 0.9]), np.array([0, 1]), np.array([0]))
+    assert only_reals["blend_auc"] == 1.0 and np.isnan(only_reals["auc"])
 
 
 def test_self_blending_trains_on_real_faces_only_and_balances_each_item(faces):

@@ -89,7 +89,9 @@ def history_figure(history: pd.DataFrame, target) -> None:
     loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     accuracy.plot(history["epoch"], history["train_accuracy"], marker="o", label="train accuracy")
     accuracy.plot(history["epoch"], history["val_accuracy"], marker="o", label="val accuracy")
-    accuracy.plot(history["epoch"], history["val_auc"], marker="s", label="val AUC")
+    accuracy.plot(history["epoch"], history["val_auc"], marker="s", label="val AUC (labelled fakes)")
+    if "val_blend_auc" in history:
+        accuracy.plot(history["epoch"], history["val_blend_auc"], marker="^", label="val AUC (pseudo-fakes)")
     accuracy.set(xlabel="epoch", title="accuracy and AUC", ylim=(0, 1.02))
     for axes in (loss, accuracy):
         axes.legend()

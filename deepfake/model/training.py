@@ -43,13 +43,23 @@ class FaceCrops(torch.utils.data.Dataset):
     construction; dataset fakes yield themselves.
     """
 
-    def __init__(self, rows: pd.DataFrame, faces_dir: Path, *, size: int, train: bool, fakes: str, seed: int) -> None:
+    def __init__(
+        self,
+        rows: pd.DataFrame,
+        faces_dir: Path,
+        *,
+        size: int,
+        train: bool,
+        fakes: str,
+        seed: int,
+        degrade: Degrade = Degrade(),
+    ) -> None:
         self.paths = [str(faces_dir / crop) for crop in rows["crop"]]
         self.labels = rows["label_id"].astype(int).to_numpy()
         self.landmarks = [np.array(json.loads(text), np.float32).reshape(5, 2) for text in rows["landmarks"]]
         self.size, self.train, self.fakes, self.seed = size, train, fakes, seed
         self.epoch = 0
-        self.degrade, self.blend = Degrade(), SelfBlend()
+        self.degrade, self.blend = degrade, SelfBlend()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -204,6 +214,32 @@ def score(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
+def validation_scores(probabilities: np.ndarray, labels: np.ndarray, face_labels: np.ndarray) -> dict:
+    """Loss and accuracy over every validation image, and two AUCs that keep their kinds of fake apart.
+
+    `face_labels` are the validation faces' own labels in loader order: each real face yields itself and its
+    pseudo-fake, each labelled fake itself. `blend_auc` is real faces against their pseudo-fakes (people the
+    model has not trained on: the signal that does not depend on where the labelled fakes came from), `auc`
+    real faces against the dataset's labelled fakes (NaN when the split has none).
+    """
+    kinds = np.concatenate([["real", "blend"] if label == 0 else ["fake"] for label in face_labels] or [[]])
+    result = score(probabilities, labels)
+    real = kinds == "real"
+    for name, kind in (("auc", "fake"), ("blend_auc", "blend")):
+        pick = real | (kinds == kind)
+        pair = labels[pick]
+        result[name] = float(roc_auc_score(pair, probabilities[pick])) if len(np.unique(pair)) == 2 else math.nan
+    return result
+
+
+def improvement(metrics: dict, best: float, select_by: str) -> tuple[bool, float]:
+    """Whether this epoch beats the best so far by the selection metric, and its value (higher is better)."""
+    value = -metrics["loss"] if select_by == "loss" else metrics[select_by]
+    if math.isnan(value):  # nothing to judge by (no such faces in validation): the later epoch is kept
+        return True, best
+    return value > best, value
+
+
 @dataclass
 class TrainResult:
     model: Classifier
@@ -230,6 +266,10 @@ def fit(
 ) -> TrainResult:
     """Train on the train split, validate on val each epoch, keep the best; resume from `checkpoint`.
 
+    The best epoch is the one with the highest `params.select_by` on validation: by default the AUC of the
+    held-out people's real faces against their pseudo-fakes, which a handful of confounded labelled videos
+    cannot dominate the way they dominate the loss.
+
     Under torchrun each process trains on its share of every epoch's batches (DistributedDataParallel
     averages the gradients, so all hold the same weights) and validates on the whole validation split;
     only rank 0 logs and writes the checkpoint. The global batch stays `batch_size`.
@@ -249,6 +289,7 @@ def fit(
         train=True,
         fakes=params.fakes,
         seed=params.seed,
+        degrade=Degrade(h264=params.h264),
     )
     if len(train_set) == 0:
         raise DataError(
@@ -282,7 +323,7 @@ def fit(
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=params.batch_size, **loader_options)
 
     key = run_key(faces, model_params, params)
-    state = {"epoch": 0, "history": [], "best_loss": math.inf, "best_epoch": -1, "best_state": None, "stale": 0}
+    state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1, "best_state": None, "stale": 0}
     resumed_from = 0
     saved = read_checkpoint(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
     if saved is not None:
@@ -351,7 +392,7 @@ def fit(
                 "images_per_s": totals[2].item(),
             }
         probabilities, labels = predict_proba(model, val_loader, device)
-        val_metrics = score(probabilities, labels)
+        val_metrics = validation_scores(probabilities, labels, val_set.labels)
         row = {
             "epoch": epoch + 1,
             "train_loss": train_metrics["loss"],
@@ -359,6 +400,7 @@ def fit(
             "val_loss": val_metrics["loss"],
             "val_accuracy": val_metrics["accuracy"],
             "val_auc": val_metrics["auc"],
+            "val_blend_auc": val_metrics["blend_auc"],
             "lr": optimizer.param_groups[0]["lr"],
             "images_per_s": train_metrics["images_per_s"],
         }
@@ -367,13 +409,16 @@ def fit(
         state["history"].append(row)
         log(
             f"epoch {epoch + 1}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | "
-            f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} auc {row['val_auc']:.3f}"
+            f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} auc {row['val_auc']:.3f} "
+            f"blend auc {row['val_blend_auc']:.3f}"
         )
-        # Without a validation split there is nothing to stop on: the last epoch is the one kept.
-        improved = len(val_set) == 0 or state["best_state"] is None or val_metrics["loss"] < state["best_loss"]
+        # Without a validation split there is nothing to choose by: the last epoch is the one kept.
+        improved, value = (
+            (True, -math.inf) if len(val_set) == 0 else improvement(val_metrics, state["best_score"], params.select_by)
+        )
         if improved:
             state.update(
-                best_loss=val_metrics["loss"],
+                best_score=value,
                 best_epoch=epoch + 1,
                 stale=0,
                 best_state=copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()}),
