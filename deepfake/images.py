@@ -8,6 +8,7 @@ read back from the faces stage and a crop made by `VideoDetector` are the same a
 
 from __future__ import annotations
 
+import io
 import os
 
 import cv2
@@ -60,3 +61,28 @@ def down_up(image: np.ndarray, factor: float) -> np.ndarray:
         image, (max(8, round(width * factor)), max(8, round(height * factor))), interpolation=cv2.INTER_AREA
     )
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def h264(image: np.ndarray, crf: int) -> np.ndarray:
+    """The pixels after one H.264 intra frame at `crf` (x264, 4:2:0; via PyAV, in memory): video compression's
+    16-px macroblocks, deblocking and chroma loss, which JPEG's 8-px blocks only approximate.
+
+    Even sides are needed for 4:2:0: an odd last row or column is cut and restored by edge replication.
+    """
+    import av
+
+    height, width = image.shape[:2]
+    even = np.ascontiguousarray(image[: height - height % 2, : width - width % 2])
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height = even.shape[1], even.shape[0]
+        stream.pix_fmt = "yuv420p"
+        # One thread: deterministic output, and training's loader processes already share out the cores.
+        stream.options = {"crf": str(int(crf)), "preset": "veryfast", "threads": "1"}
+        for packet in [*stream.encode(av.VideoFrame.from_ndarray(even, format="bgr24")), *stream.encode()]:
+            container.mux(packet)
+    buffer.seek(0)
+    with av.open(buffer, "r", format="h264") as container:
+        decoded = next(container.decode(video=0)).to_ndarray(format="bgr24")
+    return cv2.copyMakeBorder(decoded, 0, height % 2, 0, width % 2, cv2.BORDER_REPLICATE)

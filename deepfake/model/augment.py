@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from deepfake.images import down_up, stored
+from deepfake.images import down_up, h264, stored
 
 
 @dataclass(frozen=True)
 class Degrade:
-    """Flip, colour jitter, JPEG recompression, downscale-upscale and a small shift, each by chance."""
+    """Flip, colour jitter, a small shift, downscale-upscale, JPEG and H.264 recompression, each by chance."""
 
     flip: float = 0.5
     colour: float = 0.5
@@ -29,6 +29,10 @@ class Degrade:
     rescale_factor: tuple[float, float] = (0.3, 0.9)
     shift: float = 0.3
     max_shift: float = 0.04
+    # Video faces carry H.264's artefacts, photos do not: re-encoding (both faces of a pair alike) keeps
+    # "looks like a video frame" from meaning anything, whichever kind the real faces come from.
+    h264: float = 0.0
+    h264_crf: tuple[int, int] = (23, 38)
 
     def __call__(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < self.flip:
@@ -41,6 +45,8 @@ class Degrade:
             crop = down_up(crop, rng.uniform(*self.rescale_factor))
         if rng.random() < self.jpeg:
             crop = stored(crop, int(rng.integers(*self.jpeg_quality)))
+        if self.h264 and rng.random() < self.h264:  # drawn only when enabled: other settings' draws unchanged
+            crop = h264(crop, int(rng.integers(self.h264_crf[0], self.h264_crf[1] + 1)))
         return np.ascontiguousarray(crop)
 
 
