@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo sample test test-fast lint format constraints clean
+.PHONY: install demo sample shared-model test test-fast lint format constraints clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ DEMO_CLIP ?= data/sample/astronaut_1_expression_warp.mp4
 # The demo's clips are made once, outside the pipeline, so `dvc repro` on real data never makes them.
 sample: install
 	@test -f data/sample/metadata.json || $(BIN)/deepfake make-sample
+
+# The recommended model: the recipe in params.yaml trained on ../shared/data (real-faces photos and the
+# real-videos clips) in build/shared-model, registered here as the champion. About 45-60 minutes on 2 cores.
+SHARED ?= $(abspath ../shared/data)
+shared-model: install
+	$(BIN)/python -m flows.shared_model $(SHARED)
 
 demo: sample
 	dvc repro
