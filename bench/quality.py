@@ -1,4 +1,5 @@
-"""The quality benchmark, scoring half: a registered model's video verdicts on footage it never trained on.
+"""The quality benchmark: video verdicts on footage the model never trained on, of a registered model or of
+the recipe trained afresh.
 
 Sets (from ../shared/data):
   dev     dev-videos: DeepFaceLive swaps, each beside its identically encoded original, plus other real clips;
@@ -10,7 +11,15 @@ video go to bench/out/quality/<set>.csv, the summary to bench/out/quality/summar
 
     python bench/quality.py [--model models:/deepfake-detector@champion] [--sets dev,ffpp] [--project .]
 
-Training the recipe on the shared data (the other half of the benchmark) is left to the quality work.
+Training half (`--train`): trains the recipe of a workspace's params.yaml (default build/shared-model, the
+one `make shared-model` fills: real-faces photos plus the REAL clips of real-videos) on that workspace's face
+crops, once per seed, with `--set key=value` overrides for ablations; then scores the benchmark sets' face
+crops (cut once with the recipe's frames and faces settings, cached under bench/out/quality/cache) through the
+same face-to-tensor path and aggregation as `deepfake predict`, at T = 1 and threshold 0.5. Writes
+bench/out/quality/<name>/summary.json and appends one row per seed and set to bench/out/quality/table.csv.
+
+    python bench/quality.py --train --name base --seeds 0,1,2
+    python bench/quality.py --train --name res288 --set model.input_size=288 --set train.precision=bf16
 """
 
 from __future__ import annotations
@@ -103,11 +112,148 @@ def summarise(table: pd.DataFrame, threshold: float) -> dict:
         "auc_ci95": [low, high],
         "auc_by_family": families,
         "fake_above_its_original": f"{sum(by_file[f] > by_file[o] for f, o in pairs)} of {len(pairs)}",
+        "paired_auc": paired_auc(scored),
         "log_loss": metrics.get("log_loss"),
         "prior_log_loss": float(-(prior * np.log(prior) + (1 - prior) * np.log(1 - prior))) if 0 < prior < 1 else None,
         "accuracy_at_threshold": metrics.get("accuracy"),
         "threshold": threshold,
     }
+
+
+def paired_auc(scored: pd.DataFrame) -> float | None:
+    """AUC of the fakes that name an original against those originals only: within-source, where
+    compression and scene are shared, so source cues cannot help."""
+    from sklearn.metrics import roc_auc_score
+
+    originals = set(scored["original"]) - {""}
+    pick = scored[(scored["original"] != "") | scored["file"].isin(originals)]
+    if pick["label"].nunique() < 2:
+        return None
+    return round(float(roc_auc_score(pick["label"] == "FAKE", pick["p_fake"])), 4)
+
+
+# ---------------------------------------------------------------- training half
+
+
+def bench_faces(name: str, table: pd.DataFrame, config, cache: Path) -> tuple[pd.DataFrame, Path]:
+    """The set's face crops, cut with the recipe's frames and faces settings (cached by content and settings)."""
+    from deepfake.config import PoolSettings
+    from deepfake.data.dataset import combine, scan_source
+    from deepfake.video.extraction import update_faces, update_frames
+
+    root = Path(table["path"].iloc[0]).parent.parent
+    scan = scan_source(root)
+    scan.videos = scan.videos[scan.videos["relpath"].isin("videos/" + table["file"])]
+    videos = combine({name: scan}, type(config.dataset.split)(val=0, test=0)).videos
+    pool = PoolSettings(workers=2, retry_delay_s=0)
+    folder = cache / name
+    update_frames(videos, folder / "frames", config.frames, pool)
+    faces = update_faces(videos, folder / "frames", folder / "faces", config.faces, pool).table
+    faces = faces.merge(videos[["video_id", "relpath"]], on="video_id")
+    faces["file"] = faces["relpath"].str.removeprefix("videos/")
+    return faces, folder / "faces"
+
+
+def score_crops(model, faces: pd.DataFrame, faces_dir: Path, table: pd.DataFrame, config) -> pd.DataFrame:
+    from deepfake.evaluation.evaluate import crop_logits, score_split
+
+    logits = crop_logits(model, list(faces["crop"]), faces_dir, config.model.input_size, config.evaluate)
+    videos = score_split(faces, logits, 1.0, config.aggregate).videos
+    per_file = faces.groupby("video_id")["file"].first()
+    videos["file"] = videos["video_id"].map(per_file)
+    return table.merge(videos[["file", "p_fake"]], on="file", how="left")
+
+
+def override(config, assignments: list[str]):
+    """The config with `key=value` settings replaced (values read as YAML), checked like params.yaml."""
+    import yaml
+
+    from deepfake.config import Config, build
+
+    values = config.to_dict()
+    for assignment in assignments:
+        key, _, text = assignment.partition("=")
+        *parents, leaf = key.split(".")
+        node = values
+        for part in parents:
+            node = node[part]
+        node[leaf] = yaml.safe_load(text)
+    return build(Config, values, "")
+
+
+def train_and_score(args) -> None:
+    import dataclasses
+    import types
+
+    import torch
+
+    from deepfake.config import load_config
+    from deepfake.model.classifier import load_classifier
+    from deepfake.model.training import fit
+
+    workspace = Path(args.workspace)
+    config = override(load_config(workspace / "params.yaml"), args.set)
+    faces_dir = workspace / config.paths.faces
+    faces = pd.read_csv(faces_dir / "faces.csv")
+    out = Path(args.out) / args.name
+    out.mkdir(parents=True, exist_ok=True)
+    cache = Path(args.out) / "cache"
+    sets = {name: SETS[name]() for name in args.sets.split(",")}
+    crops = {name: bench_faces(name, table, config, cache) for name, table in sets.items()}
+    summary = {"name": args.name, "overrides": args.set, "workspace": str(workspace), "seeds": {}}
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")] if not args.weights else [config.train.seed]:
+        if args.weights:  # a model trained elsewhere (e.g. by `make shared-model`), its history beside it
+            model = load_classifier(args.weights, config.model.backbone)
+            history = pd.read_csv(Path(args.weights).parent.parent / config.paths.reports / "history.csv")
+            best_epoch = int(
+                json.loads((Path(args.weights).parent.parent / config.paths.reports / "train.json").read_text())[
+                    "best_epoch"
+                ]
+            )
+            result = types.SimpleNamespace(model=model, history=history, best_epoch=best_epoch)
+        else:
+            params = dataclasses.replace(config.train, seed=seed)
+            result = fit(faces, faces_dir, config.model, params, checkpoint=out / f"seed{seed}.checkpoint.pt")
+            torch.save(result.model.state_dict(), out / f"seed{seed}.pt")
+            result.history.to_csv(out / f"seed{seed}.history.csv", index=False)
+        best = result.history.iloc[result.best_epoch - 1]
+        summary["seeds"][seed] = {"best_epoch": result.best_epoch, "history": result.history.to_dict("records")}
+        for name, table in sets.items():
+            set_faces, set_dir = crops[name]
+            scored = score_crops(result.model.eval(), set_faces, set_dir, table, config)
+            scored.to_csv(out / f"seed{seed}.{name}.csv", index=False)
+            result_set = summarise(scored, 0.5)
+            summary["seeds"][seed][name] = result_set
+            rows.append(
+                {
+                    "name": args.name,
+                    "overrides": " ".join(args.set),
+                    "seed": seed,
+                    "set": name,
+                    "auc": result_set["video_auc"],
+                    "auc_low": result_set["auc_ci95"][0],
+                    "auc_high": result_set["auc_ci95"][1],
+                    "paired_auc": result_set["paired_auc"],
+                    "fake_above_original": result_set["fake_above_its_original"],
+                    "log_loss": result_set["log_loss"],
+                    "prior_log_loss": result_set["prior_log_loss"],
+                    "accuracy_at_0.5": result_set["accuracy_at_threshold"],
+                    "best_epoch": result.best_epoch,
+                    "val_blend_auc": best["val_blend_auc"],
+                    "images_per_s": float(result.history["images_per_s"].median()),
+                }
+            )
+            print(json.dumps({f"seed {seed} {name}": result_set}, indent=1), flush=True)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    table = pd.DataFrame(rows)
+    for name, per_set in table.groupby("set"):
+        print(
+            f"{args.name} {name}: AUC {per_set['auc'].mean():.3f} (seeds {', '.join(f'{a:.3f}' for a in per_set['auc'])}, "
+            f"spread {per_set['auc'].max() - per_set['auc'].min():.3f})"
+        )
+    path = Path(args.out) / "table.csv"
+    table.to_csv(path, mode="a", header=not path.is_file(), index=False)
 
 
 def main() -> None:
@@ -121,7 +267,17 @@ def main() -> None:
         action="store_true",
         help="score decoded frames and crops as they are, without the storage round trip (for comparison)",
     )
+    parser.add_argument("--train", action="store_true", help="train the recipe on a workspace's faces, then score")
+    parser.add_argument("--workspace", default=str(ROOT / "build" / "shared-model"))
+    parser.add_argument("--name", default="recipe", help="--train: the run's folder under --out")
+    parser.add_argument("--seeds", default="0", help="--train: comma-separated seeds")
+    parser.add_argument("--weights", default="", help="--train: score these trained weights instead of training")
+    parser.add_argument(
+        "--set", action="append", default=[], help="--train: override a setting, e.g. model.input_size=288"
+    )
     args = parser.parse_args()
+    if args.train:
+        return train_and_score(args)
 
     from deepfake.config import project_config
     from deepfake.serving.loading import load_detector_model
