@@ -125,6 +125,32 @@ def test_a_real_face_and_its_pseudo_fake_get_the_same_degradation(faces):
             assert (real_label, fake_label) == (0, 1) and torch.equal(real, fake)
 
 
+def test_h264_degradation_is_shared_by_the_pair_and_deterministic(faces):
+    from deepfake.model.augment import Degrade
+
+    table, faces_dir = faces
+    rows = training_rows(table, TINY, "train")
+    dataset = FaceCrops(
+        rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, degrade=Degrade(h264=1.0, jpeg=0.0)
+    )
+    dataset.blend = lambda crop, landmarks, rng: crop.copy()
+    (real, _), (fake, _) = dataset[0]
+    assert torch.equal(real, fake) and torch.equal(real, dataset[0][0][0])
+    plain = FaceCrops(rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, degrade=Degrade(jpeg=0.0))
+    assert not torch.equal(real, plain[0][0][0])  # the codec changed the pixels
+
+
+def test_h264_round_trip_keeps_odd_sizes_and_loses_detail():
+    from deepfake.images import h264
+
+    rng = np.random.default_rng(0)
+    image = (rng.random((63, 81, 3)) * 255).astype(np.uint8)
+    light, heavy = h264(image, 18), h264(image, 45)
+    assert light.shape == heavy.shape == image.shape
+    assert np.abs(heavy.astype(int) - image).mean() > np.abs(light.astype(int) - image).mean()
+    assert np.array_equal(h264(image, 30), h264(image, 30))
+
+
 def test_class_imbalance_is_weighted_out(faces):
     table, faces_dir = faces
     reals = table[table["label_id"] == 0].head(2)
