@@ -215,13 +215,14 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = 8
+    epochs: int = 5
     batch_size: int = 16  # images per step; under self-blending half are real and half their pseudo-fakes
     lr: float = 1e-4
     weight_decay: float = 1e-5
     scheduler: str = "cosine"  # or "none"
     freeze_epochs: int = 0  # train only the head for this many first epochs
-    patience: int = 3  # stop when the selection metric has not improved for this many epochs
+    freeze_layers: int = 5  # the backbone's first layers (deepfake.model.classifier.early_layers) never train
+    patience: int = 2  # stop when the selection metric has not improved for this many epochs
     # The epoch kept: blend_auc (held-out real faces vs their pseudo-fakes), auc (vs labelled fakes) or loss
     select_by: str = "blend_auc"
     fakes: str = "self_blend"  # self_blend: pseudo-fakes from real faces; dataset: the labelled fakes; both

@@ -344,7 +344,7 @@ def fit(
             break
         torch.manual_seed(params.seed * 1000 + epoch)  # dropout and anything else drawing from torch
         train_set.set_epoch(epoch)
-        model.freeze_backbone(epoch < params.freeze_epochs)
+        model.freeze_backbone(epoch < params.freeze_epochs, early=params.freeze_layers)
         batch_items = max(1, params.batch_size // images_per_item // group.world)
         drop_last = len(train_set) > params.batch_size
         if group.world > 1:
