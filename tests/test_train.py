@@ -151,6 +151,22 @@ def test_h264_round_trip_keeps_odd_sizes_and_loses_detail():
     assert np.array_equal(h264(image, 30), h264(image, 30))
 
 
+def test_frozen_early_layers_keep_their_weights(faces):
+    from deepfake.model.classifier import early_layers
+
+    table, faces_dir = faces
+    params = TrainParams(**{**TINY.__dict__, "epochs": 1, "freeze_layers": 3})
+    trained = fit(table, faces_dir, TINY_MODEL, params).model
+    torch.manual_seed(params.seed)  # fit builds the model right after seeding: the same initial weights
+    initial, _ = build_classifier(TINY_MODEL.backbone, TINY_MODEL.weights)
+    pairs = list(zip(early_layers(trained.backbone), early_layers(initial.backbone)))
+    for now, before in pairs[:3]:
+        for a, b in zip(now.parameters(), before.parameters()):
+            assert torch.equal(a, b)
+    later = pairs[3]
+    assert any(not torch.equal(a, b) for a, b in zip(later[0].parameters(), later[1].parameters()))
+
+
 def test_class_imbalance_is_weighted_out(faces):
     table, faces_dir = faces
     reals = table[table["label_id"] == 0].head(2)
