@@ -298,12 +298,13 @@ def combine(scans: dict[str, Dataset], split: SplitParams = SplitParams()) -> Da
     media = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=SCAN_COLUMNS)
     media["given_split"] = media["given_split"].astype(object)
     bad_split = pd.Series(False, index=media.index)
-    for index, value, relpath, source in zip(media.index, media["given_split"], media["relpath"], media["source"]):
+    for row in media.itertuples():
         try:
-            media.at[index, "given_split"] = normalize_split(value) if split.use_given else None
+            media.at[row.Index, "given_split"] = normalize_split(row.given_split) if split.use_given else None
         except ValueError as error:
-            bad_split[index] = True
-            rejects.append(pd.DataFrame([{"path": relpath, "reason": str(error), "source": source}]))
+            bad_split[row.Index] = True
+            shown = f"{row.source_name}: {row.relpath}" if many else row.relpath
+            rejects.append(pd.DataFrame([{"path": shown, "reason": str(error), "source": row.source}]))
     media = media[~bad_split]
 
     videos = media[media["kind"] == "video"]

@@ -52,14 +52,14 @@ class FaceCrops(torch.utils.data.Dataset):
         train: bool,
         fakes: str,
         seed: int,
-        degrade: Degrade = Degrade(),
+        degrade: Degrade | None = None,
     ) -> None:
         self.paths = [str(faces_dir / crop) for crop in rows["crop"]]
         self.labels = rows["label_id"].astype(int).to_numpy()
         self.landmarks = [np.array(json.loads(text), np.float32).reshape(5, 2) for text in rows["landmarks"]]
         self.size, self.train, self.fakes, self.seed = size, train, fakes, seed
         self.epoch = 0
-        self.degrade, self.blend = degrade, SelfBlend()
+        self.degrade, self.blend = degrade or Degrade(), SelfBlend()
 
     def __len__(self) -> int:
         return len(self.paths)
