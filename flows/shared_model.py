@@ -64,6 +64,8 @@ def shared_model(shared: str = str(PROJECT.parent / "shared" / "data"), workspac
     # The stages run in the workspace but register in the project's registry, with artifacts in its mlruns/.
     os.environ["MLFLOW_TRACKING_URI"] = connect(PROJECT)
     summary = retrain(project=str(folder), pull=False, push=False)
+    if not isinstance(summary, dict):  # a failed stage: its own message, as the retrain flow reports it
+        return summary
     promotion = summary["promotion"]
     if promotion["alias"] != "champion":
         previous = promote(str(promotion["version"]), promotion["name"])
