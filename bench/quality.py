@@ -197,7 +197,7 @@ def train_and_score(args) -> None:
     faces = pd.read_csv(faces_dir / "faces.csv")
     out = Path(args.out) / args.name
     out.mkdir(parents=True, exist_ok=True)
-    cache = Path(args.out) / "cache"
+    cache = ROOT / "bench" / "out" / "quality" / "cache"  # shared by every run and --out
     sets = {name: SETS[name]() for name in args.sets.split(",")}
     crops = {name: bench_faces(name, table, config, cache) for name, table in sets.items()}
     summary = {"name": args.name, "overrides": args.set, "workspace": str(workspace), "seeds": {}}
