@@ -18,8 +18,9 @@ def model_card(*, name: str, train: dict, metrics: dict, params: dict, data: dic
         "",
         "## Training data",
         "",
-        f"- dataset root: `{params['dataset']['root']}`; videos: {data.get('videos', 'n/a')} "
-        f"({data.get('split_counts', 'n/a')})",
+        "- sources: "
+        + ", ".join(f"{name} `{source['root']}`" for name, source in params["dataset"]["sources"].items())
+        + f"; videos and photos: {data.get('videos', 'n/a')} ({data.get('split_counts', 'n/a')})",
         f"- face crops: DVC hash `{data.get('faces_md5', 'unknown')}`; code: git `{data.get('git_commit', 'unknown')}`",
         f"- fakes seen in training: `{params['train']['fakes']}` (self_blend: pseudo-fakes made from real faces)",
         "",
