@@ -154,11 +154,13 @@ def bench_faces(name: str, table: pd.DataFrame, config, cache: Path) -> tuple[pd
     return faces, folder / "faces"
 
 
-def score_crops(model, faces: pd.DataFrame, faces_dir: Path, table: pd.DataFrame, config) -> pd.DataFrame:
+def score_crops(
+    model, faces: pd.DataFrame, faces_dir: Path, table: pd.DataFrame, config, temperature: float = 1.0
+) -> pd.DataFrame:
     from deepfake.evaluation.evaluate import crop_logits, score_split
 
     logits = crop_logits(model, list(faces["crop"]), faces_dir, config.model.input_size, config.evaluate)
-    videos = score_split(faces, logits, 1.0, config.aggregate).videos
+    videos = score_split(faces, logits, temperature, config.aggregate).videos
     per_file = faces.groupby("video_id")["file"].first()
     videos["file"] = videos["video_id"].map(per_file)
     return table.merge(videos[["file", "p_fake"]], on="file", how="left")
@@ -212,7 +214,11 @@ def train_and_score(args) -> None:
                 ]
             )
             result = types.SimpleNamespace(model=model, history=history, best_epoch=best_epoch)
+            # As registered: the temperature and video threshold its evaluate stage chose on validation.
+            metrics = json.loads((Path(args.weights).parent.parent / config.paths.reports / "metrics.json").read_text())
+            calibration = (metrics["calibration"]["temperature"], metrics["video"]["threshold"])
         else:
+            calibration = (1.0, 0.5)  # no validation-fitted calibration for a bare training run
             params = dataclasses.replace(config.train, seed=seed)
             result = fit(faces, faces_dir, config.model, params, checkpoint=out / f"seed{seed}.checkpoint.pt")
             torch.save(result.model.state_dict(), out / f"seed{seed}.pt")
@@ -221,9 +227,9 @@ def train_and_score(args) -> None:
         summary["seeds"][seed] = {"best_epoch": result.best_epoch, "history": result.history.to_dict("records")}
         for name, table in sets.items():
             set_faces, set_dir = crops[name]
-            scored = score_crops(result.model.eval(), set_faces, set_dir, table, config)
+            scored = score_crops(result.model.eval(), set_faces, set_dir, table, config, calibration[0])
             scored.to_csv(out / f"seed{seed}.{name}.csv", index=False)
-            result_set = summarise(scored, 0.5)
+            result_set = summarise(scored, calibration[1])
             summary["seeds"][seed][name] = result_set
             rows.append(
                 {
@@ -238,7 +244,9 @@ def train_and_score(args) -> None:
                     "fake_above_original": result_set["fake_above_its_original"],
                     "log_loss": result_set["log_loss"],
                     "prior_log_loss": result_set["prior_log_loss"],
-                    "accuracy_at_0.5": result_set["accuracy_at_threshold"],
+                    "temperature": calibration[0],
+                    "threshold": calibration[1],
+                    "accuracy_at_threshold": result_set["accuracy_at_threshold"],
                     "best_epoch": result.best_epoch,
                     "val_blend_auc": best["val_blend_auc"],
                     "images_per_s": float(result.history["images_per_s"].median()),
