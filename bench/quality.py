@@ -137,14 +137,14 @@ def paired_auc(scored: pd.DataFrame) -> float | None:
 
 def bench_faces(name: str, table: pd.DataFrame, config, cache: Path) -> tuple[pd.DataFrame, Path]:
     """The set's face crops, cut with the recipe's frames and faces settings (cached by content and settings)."""
-    from deepfake.config import PoolSettings
+    from deepfake.config import PoolSettings, SplitParams
     from deepfake.data.dataset import combine, scan_source
     from deepfake.video.extraction import update_faces, update_frames
 
     root = Path(table["path"].iloc[0]).parent.parent
     scan = scan_source(root)
     scan.videos = scan.videos[scan.videos["relpath"].isin("videos/" + table["file"])]
-    videos = combine({name: scan}, type(config.dataset.split)(val=0, test=0)).videos
+    videos = combine({name: scan}, SplitParams(val=0, test=0)).videos
     pool = PoolSettings(workers=2, retry_delay_s=0)
     folder = cache / name
     update_frames(videos, folder / "frames", config.frames, pool)

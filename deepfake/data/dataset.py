@@ -38,47 +38,18 @@ from deepfake.video.probe import media_kind, probe_media, sha256_file
 
 logger = logging.getLogger(__name__)
 
+# What probing and hashing a file gives, in both tables below.
+_PROBED = ["sha256", "size_bytes", "frames", "fps", "width", "height", "duration_s"]
 VIDEO_COLUMNS = [
-    "video_id",
-    "path",
-    "relpath",
-    "label",
-    "label_id",
-    "group",
-    "split",
-    "original",
-    "sha256",
-    "size_bytes",
-    "frames",
-    "fps",
-    "width",
-    "height",
-    "duration_s",
-    "note",
-    "source",
-    "kind",
-    "source_name",
+    *["video_id", "path", "relpath", "label", "label_id", "group", "split", "original"],
+    *_PROBED,
+    *["note", "source", "kind", "source_name"],
 ]
 # A scanned source's table (scan_source): before grouping and splitting.
 SCAN_COLUMNS = [
-    "video_id",
-    "path",
-    "relpath",
-    "kind",
-    "label",
-    "label_id",
-    "original",
-    "given_split",
-    "given_group",
-    "sha256",
-    "size_bytes",
-    "frames",
-    "fps",
-    "width",
-    "height",
-    "duration_s",
-    "source",
-    "note",
+    *["video_id", "path", "relpath", "kind", "label", "label_id", "original", "given_split", "given_group"],
+    *_PROBED,
+    *["source", "note"],
 ]
 REJECT_COLUMNS = ["path", "reason", "source"]
 
@@ -97,10 +68,12 @@ class Dataset:
             if split in counts.index.get_level_values(0):
                 by_label = counts.loc[split]
                 parts.append(f"{split} {by_label.sum()} ({', '.join(f'{n} {lab}' for lab, n in by_label.items())})")
-        kinds = self.videos["kind"].value_counts() if "kind" in self.videos and len(self.videos) else {}
+        kinds = self.videos["kind"].value_counts()
         photos = f" and {kinds['photo']} photos" if "photo" in kinds else ""
-        accepted = f"{kinds.get('video', 0) if len(kinds) else len(self.videos)} videos{photos}"
-        lines = [f"accepted {accepted}, rejected {len(self.rejects)} entries (metadata: {self.metadata})"]
+        lines = [
+            f"accepted {kinds.get('video', 0)} videos{photos}, rejected {len(self.rejects)} entries "
+            f"(metadata: {self.metadata})"
+        ]
         if parts:
             lines.append("splits: " + "; ".join(parts))
         lines += [f"warning: {w}" for w in self.warnings]
