@@ -190,7 +190,7 @@ def train_and_score(args) -> None:
     import torch
 
     from deepfake.config import load_config
-    from deepfake.model.classifier import load_classifier
+    from deepfake.model.onnx_classifier import load_face_classifier
     from deepfake.model.training import fit
 
     workspace = Path(args.workspace)
@@ -205,18 +205,21 @@ def train_and_score(args) -> None:
     summary = {"name": args.name, "overrides": args.set, "workspace": str(workspace), "seeds": {}}
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")] if not args.weights else [config.train.seed]:
-        if args.weights:  # a model trained elsewhere (e.g. by `make shared-model`), its history beside it
-            model = load_classifier(args.weights, config.model.backbone)
-            history = pd.read_csv(Path(args.weights).parent.parent / config.paths.reports / "history.csv")
-            best_epoch = int(
-                json.loads((Path(args.weights).parent.parent / config.paths.reports / "train.json").read_text())[
-                    "best_epoch"
-                ]
+        if args.weights:  # a model trained elsewhere (`make shared-model`, or a --train run's seedN.pt)
+            model = load_face_classifier(
+                args.weights, config.model.backbone, config.model.input_size, config.evaluate.runtime
             )
+            reports = Path(args.weights).parent.parent / config.paths.reports
+            if (reports / "metrics.json").is_file():  # as registered: its evaluate stage's choices on validation
+                history = pd.read_csv(reports / "history.csv")
+                best_epoch = int(json.loads((reports / "train.json").read_text())["best_epoch"])
+                metrics = json.loads((reports / "metrics.json").read_text())
+                calibration = (metrics["calibration"]["temperature"], metrics["video"]["threshold"])
+            else:
+                history = pd.read_csv(Path(args.weights).with_suffix(".history.csv"))
+                best_epoch = int(history["val_blend_auc"].idxmax()) + 1
+                calibration = (1.0, 0.5)
             result = types.SimpleNamespace(model=model, history=history, best_epoch=best_epoch)
-            # As registered: the temperature and video threshold its evaluate stage chose on validation.
-            metrics = json.loads((Path(args.weights).parent.parent / config.paths.reports / "metrics.json").read_text())
-            calibration = (metrics["calibration"]["temperature"], metrics["video"]["threshold"])
         else:
             calibration = (1.0, 0.5)  # no validation-fitted calibration for a bare training run
             params = dataclasses.replace(config.train, seed=seed)
@@ -227,7 +230,7 @@ def train_and_score(args) -> None:
         summary["seeds"][seed] = {"best_epoch": result.best_epoch, "history": result.history.to_dict("records")}
         for name, table in sets.items():
             set_faces, set_dir = crops[name]
-            scored = score_crops(result.model.eval(), set_faces, set_dir, table, config, calibration[0])
+            scored = score_crops(result.model, set_faces, set_dir, table, config, calibration[0])
             scored.to_csv(out / f"seed{seed}.{name}.csv", index=False)
             result_set = summarise(scored, calibration[1])
             summary["seeds"][seed][name] = result_set

@@ -42,7 +42,8 @@ from deepfake.config import (
 from deepfake.data.dataset import build_dataset
 from deepfake.data.sample import make_sample
 from deepfake.data.split import split_by_group
-from deepfake.model.classifier import build_classifier, face_logits, p_fake
+from deepfake.model.classifier import build_classifier, face_logits
+from deepfake.model.scores import p_fake
 from deepfake.model.training import FaceCrops, collate_pairs, fit, train_one_epoch, training_rows
 from deepfake.video.extraction import update_faces, update_frames
 from deepfake.video.frames import read_frames, sample_frame_indices

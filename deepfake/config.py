@@ -170,9 +170,15 @@ class FaceParams:
     crop_size: int = 224
     track_iou: float = 0.2  # a face joins a track when its box overlaps the track's last box this much
     jpeg_quality: int | None = 95
+    runtime: str = "onnx"  # MTCNN on ONNX Runtime (faster on CPU), or torch: facenet-pytorch as shipped
+    # Whole-frame detection on every n-th sampled frame; in between, each face is looked for again only around
+    # where it was (whole-frame detection again as soon as one is lost). 1: every frame whole.
+    detect_every: int = 4
 
     def __post_init__(self) -> None:
         _at_least("faces.max_side", self.max_side, 32)
+        _at_least("faces.detect_every", self.detect_every, 1)
+        _choice("faces.runtime", self.runtime, ("onnx", "torch"))
         _at_least("faces.max_faces", self.max_faces, 1)
         _at_least("faces.crop_size", self.crop_size, 16)
         if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
@@ -281,9 +287,11 @@ class EvaluateParams:
         0.6  # validation face AUC below this: the model is not informative there; T = 1, thresholds 0.5
     )
     seed: int = 0
+    runtime: str = "onnx"  # the classifier at evaluation and inference: onnx (ONNX Runtime) | torch
 
     def __post_init__(self) -> None:
         _at_least("evaluate.batch_size", self.batch_size, 1)
+        _choice("evaluate.runtime", self.runtime, ("onnx", "torch"))
         if not 0 < self.downscale <= 1:
             raise ConfigError(f"evaluate.downscale must be in (0, 1] (got {self.downscale})")
 

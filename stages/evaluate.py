@@ -17,7 +17,7 @@ from deepfake.evaluation.figures import (
     reliability_figure,
     roc_figure,
 )
-from deepfake.model.classifier import load_classifier
+from deepfake.model.onnx_classifier import load_face_classifier
 from deepfake.tracking import connect, flatten, numeric, start_run
 from stages import run
 
@@ -37,7 +37,9 @@ def main(config: Config) -> None:
     paths = config.paths
     reports = paths.reports
     connect()
-    model = load_classifier(paths.model_file, config.model.backbone)
+    model = load_face_classifier(
+        paths.model_file, config.model.backbone, config.model.input_size, config.evaluate.runtime
+    )
     result = evaluate(
         pd.read_csv(paths.faces_table),
         pd.read_csv(paths.videos_table),

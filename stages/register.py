@@ -47,6 +47,7 @@ def main(config: Config) -> None:
         threshold=metrics["video"]["threshold"],
         flip=config.evaluate.flip,
         batch_size=config.evaluate.batch_size,
+        runtime=config.evaluate.runtime,
         sampling=config.frames,
         faces=config.faces,
         aggregation=config.aggregate,

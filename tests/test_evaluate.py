@@ -20,7 +20,7 @@ from deepfake.evaluation.metrics import (
     reliability,
 )
 from deepfake.images import down_up, stored
-from deepfake.model.classifier import p_fake
+from deepfake.model.scores import p_fake
 
 RULE = AggregationParams(strategy="confident", fake_threshold=0.8, real_threshold=0.2, min_fake_frames=3)
 
@@ -192,6 +192,11 @@ class Brightness(torch.nn.Module):
 
     def forward(self, images):
         return torch.stack([torch.zeros(len(images)), self.scale * images.mean(dim=(1, 2, 3))], dim=1)
+
+    def face_logits(self, crops, size, *, batch_size=16, flip=True):  # the scoring interface evaluation calls
+        from deepfake.model.classifier import face_logits
+
+        return face_logits(self, crops, size, batch_size=batch_size, flip=flip)
 
 
 def crops_table(tmp_path, videos):

@@ -108,6 +108,36 @@ def test_predict_by_alias_on_generated_clips(store):
 
 
 @pytest.mark.slow
+def test_the_local_registry_loads_without_mlflow_or_torch_and_scores_as_mlflow_does(store):
+    import mlflow.pyfunc
+    import pandas as pd
+
+    root, _ = store
+    ensure_champion(store)
+    clip = str(next((root / "clips").glob("*.mp4")))
+    code = (
+        "import json, sys; from deepfake.serving.loading import load_detector_model; "
+        "loaded = load_detector_model('models:/deepfake-detector@champion'); row = loaded.detector.predict(sys.argv[1]); "
+        "print(json.dumps({'mlflow': 'mlflow' in sys.modules, 'torch': 'torch' in sys.modules, "
+        "'p_fake': row['p_fake'], 'faces': row['faces'], 'version': loaded.version}))"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code, clip], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600
+        )
+        for _ in range(2)  # the first may export the networks to ONNX (with torch) into the cache
+    ]
+    assert runs[1].returncode == 0, runs[1].stderr
+    fast = json.loads(runs[1].stdout.splitlines()[-1])
+    assert not fast["mlflow"] and not fast["torch"]
+    through_mlflow = mlflow.pyfunc.load_model("models:/deepfake-detector@champion").predict(
+        pd.DataFrame({"video": [clip]})
+    )
+    assert through_mlflow["faces"][0] == fast["faces"] > 0
+    assert abs(through_mlflow["p_fake"][0] - fast["p_fake"]) < 1e-6
+
+
+@pytest.mark.slow
 def test_predict_csv_and_exit_zero_when_all_scored(store):
     root, _ = store
     ensure_champion(store)

@@ -27,7 +27,7 @@ from deepfake.evaluation.metrics import (
     reliability,
 )
 from deepfake.images import down_up, read_image, stored
-from deepfake.model.classifier import face_logits, p_fake
+from deepfake.model.scores import p_fake
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def crop_logits(
     for start in range(0, len(crops), params.batch_size):
         images = [read_image(Path(faces_dir) / name) for name in crops[start : start + params.batch_size]]
         images = [degrade(image) for image in images] if degrade else images
-        out.append(face_logits(model, images, size, batch_size=params.batch_size, flip=params.flip))
+        out.append(model.face_logits(images, size, batch_size=params.batch_size, flip=params.flip))
     return np.concatenate(out) if out else np.zeros(0)
 
 

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from deepfake.model.classifier import p_fake
+from deepfake.model.scores import p_fake
 
 # scikit-learn and SciPy are imported where used: each adds startup time and memory to every process that
 # imports this module.

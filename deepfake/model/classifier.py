@@ -1,8 +1,8 @@
 """The face classifier: a backbone with a new 2-class head, built, loaded and scored.
 
 Every score of a face, in training, evaluation and inference, is the FAKE-minus-REAL logit (`fake_logit`);
-P(fake) is `p_fake(logit, temperature)`, the one place a probability is made (for two classes the softmax's
-FAKE column is exactly this sigmoid).
+P(fake) is `deepfake.model.scores.p_fake(logit, temperature)`. `deepfake.model.onnx_classifier` runs the same
+network on ONNX Runtime for evaluation and inference.
 """
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ class Classifier(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images))
+
+    def face_logits(self, crops_bgr: list[np.ndarray], size: int, *, batch_size: int = 16, flip: bool = True):
+        """`face_logits(self, ...)`: the scoring interface `OnnxClassifier` shares."""
+        return face_logits(self, crops_bgr, size, batch_size=batch_size, flip=flip)
+
+    def torch_model(self) -> Classifier:
+        return self
 
     def freeze_backbone(self, frozen: bool, *, early: int = 0) -> None:
         """Freeze the whole backbone (`frozen`), else only its first `early` layers (see `early_layers`)."""
@@ -108,8 +115,3 @@ def face_logits(
 def fake_logit(logits: torch.Tensor) -> torch.Tensor:
     """The FAKE-minus-REAL difference of a (N, 2) logit batch: the score every level is built from."""
     return logits[:, 1] - logits[:, 0]
-
-
-def p_fake(fake_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """P(fake) from FAKE-minus-REAL logits, calibrated by `temperature` (1: as the network says)."""
-    return 1.0 / (1.0 + np.exp(-np.asarray(fake_logits, dtype=float) / temperature))

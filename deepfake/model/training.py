@@ -30,7 +30,8 @@ from deepfake.errors import DataError, first_line
 from deepfake.images import read_image
 from deepfake.model.augment import Degrade, SelfBlend
 from deepfake.model.backbones import WeightsOrigin
-from deepfake.model.classifier import Classifier, build_classifier, fake_logit, p_fake
+from deepfake.model.classifier import Classifier, build_classifier, fake_logit
+from deepfake.model.scores import p_fake
 from deepfake.model.transforms import to_tensor
 
 logger = logging.getLogger(__name__)

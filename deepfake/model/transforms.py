@@ -6,17 +6,28 @@ Pixel-level changes (storage round trip, downscale) live in `deepfake.images`; t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def to_tensor(crops_bgr: list[np.ndarray], size: int) -> torch.Tensor:
-    """Face crops (BGR uint8, as OpenCV reads them) to a normalised RGB batch: the one input path for
-    training, evaluation and inference."""
+    """`to_array` as a torch tensor."""
+    import torch
+
+    return torch.from_numpy(to_array(crops_bgr, size))
+
+
+def to_array(crops_bgr: list[np.ndarray], size: int) -> np.ndarray:
+    """Face crops (BGR uint8, as OpenCV reads them) to a normalised RGB (N, 3, size, size) float32 batch: the
+    one input path for training, evaluation and inference (on ONNX Runtime without importing torch)."""
     batch = (
         np.stack(
             [
@@ -30,4 +41,4 @@ def to_tensor(crops_bgr: list[np.ndarray], size: int) -> torch.Tensor:
         / 255.0
     )
     batch = (batch - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
-    return torch.from_numpy(batch.transpose(0, 3, 1, 2).copy())
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))

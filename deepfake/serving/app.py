@@ -85,7 +85,9 @@ def evidence_payload(loaded: LoadedDetector, faces: list[FaceEvidence], shown: i
         for f in faces
     ]
     shown_at = spread(len(faces), shown)
-    heatmaps = gradcam(loaded.detector.model, [faces[i].crop for i in shown_at], loaded.detector.config.input_size)
+    heatmaps = gradcam(
+        loaded.detector.model.torch_model(), [faces[i].crop for i in shown_at], loaded.detector.config.input_size
+    )
     return {
         "timeline": timeline,
         "faces": [

@@ -4,21 +4,19 @@ unpickles an object. Video paths in (column `video`), one verdict row per video 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import mlflow.models
 import mlflow.pyfunc
 import pandas as pd
 
-from deepfake.serving.video_detector import RESULT_COLUMNS, DetectorConfig, VideoDetector
+from deepfake.serving.video_detector import RESULT_COLUMNS
 
 
 class DeepfakeVideoModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from deepfake.model.classifier import load_classifier
+        from deepfake.serving.loading import detector_from_artifacts
 
-        config = DetectorConfig.from_dict(json.loads(Path(context.artifacts["config"]).read_text()))
-        self.detector = VideoDetector(load_classifier(context.artifacts["weights"], config.backbone), config)
+        self.detector = detector_from_artifacts(context.artifacts["weights"], context.artifacts["config"])
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         videos = model_input["video"] if isinstance(model_input, pd.DataFrame) else model_input

@@ -15,19 +15,23 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from torch import nn
 
 from deepfake.config import AggregationParams, FaceParams, FrameSampling
 from deepfake.errors import DataError, VideoError
 from deepfake.evaluation.aggregate import video_scores
 from deepfake.images import stored
-from deepfake.model.classifier import face_logits, p_fake
+from deepfake.model.scores import p_fake
 from deepfake.video.face_detection import faces_in_frames, link_tracks, load_face_detector
 from deepfake.video.frames import FrameReadReport, read_frames, sample_frame_indices
 from deepfake.video.probe import probe_video
+
+if TYPE_CHECKING:
+    from deepfake.model.classifier import Classifier
+    from deepfake.model.onnx_classifier import OnnxClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class DetectorConfig:
     threshold: float = 0.5
     flip: bool = True
     batch_size: int = 16
+    runtime: str = "onnx"  # the classifier's: onnx | torch (MTCNN's is faces.runtime)
     sampling: FrameSampling = field(default_factory=FrameSampling)
     faces: FaceParams = field(default_factory=FaceParams)
     aggregation: AggregationParams = field(default_factory=AggregationParams)
@@ -92,10 +97,12 @@ class FaceEvidence:
 
 
 class VideoDetector:
-    def __init__(self, model: nn.Module, config: DetectorConfig, face_detector=None) -> None:
-        self.model = model.eval()
+    """`model`: the face classifier, a `Classifier` or an `OnnxClassifier` (`load_face_classifier`)."""
+
+    def __init__(self, model: Classifier | OnnxClassifier, config: DetectorConfig, face_detector=None) -> None:
+        self.model = model
         self.config = config
-        self.face_detector = face_detector or load_face_detector()
+        self.face_detector = face_detector or load_face_detector(config.faces.runtime)
 
     def predict(self, path: str | os.PathLike) -> dict:
         """One result row; a bad file or a video without faces is a row saying so, never an exception."""
@@ -155,7 +162,7 @@ class VideoDetector:
         def score_pending() -> None:
             crops = [crop for *_, crop in pending]
             logits.append(
-                face_logits(self.model, crops, config.input_size, batch_size=config.batch_size, flip=config.flip)
+                self.model.face_logits(crops, config.input_size, batch_size=config.batch_size, flip=config.flip)
             )
             if evidence is not None:
                 scored.extend(pending)

@@ -220,15 +220,14 @@ class FacesJob:
     key: str
 
 
-_face_detector = None
+_face_detectors: dict[str, object] = {}
 
 
-def _shared_face_detector():
-    """One MTCNN per process, built on first use."""
-    global _face_detector
-    if _face_detector is None:
-        _face_detector = load_face_detector()
-    return _face_detector
+def _shared_face_detector(runtime: str):
+    """One MTCNN per process and runtime, built on first use."""
+    if runtime not in _face_detectors:
+        _face_detectors[runtime] = load_face_detector(runtime)
+    return _face_detectors[runtime]
 
 
 def faces_key(frames_key_: str, label: str, params: FaceParams) -> str:
@@ -253,7 +252,7 @@ def extract_faces(job: FacesJob) -> dict:
     """
     out_dir = Path(job.out_dir)
     stored_frames = ((index, time_s, read_image(Path(job.frames_dir) / file)) for index, time_s, file in job.frames)
-    found = list(faces_in_frames(_shared_face_detector(), stored_frames, job.params))
+    found = list(faces_in_frames(_shared_face_detector(job.params.runtime), stored_frames, job.params))
     detections = [frame.faces for frame in found]
     tracks = link_tracks(detections, job.params.track_iou)
 

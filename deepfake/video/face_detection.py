@@ -6,6 +6,8 @@ full-resolution frame, so crop quality does not pay for detection speed.
 
 `faces_in_frames` is the one frames-to-crops loop: the faces stage feeds it stored frames and writes the
 crops, `VideoDetector` feeds it decoded frames (after the same storage round trip) and scores the crops.
+With `faces.detect_every` > 1 it searches whole frames only every n-th frame and in between looks for each
+face again in a small square around where it was: most of MTCNN's work is the whole-frame image pyramid.
 """
 
 from __future__ import annotations
@@ -32,8 +34,13 @@ class Face:
         return min(self.box[2] - self.box[0], self.box[3] - self.box[1])
 
 
-def load_face_detector(device: str = "cpu"):
-    """MTCNN with the weights that ship inside facenet-pytorch (no download)."""
+def load_face_detector(runtime: str = "onnx", device: str = "cpu"):
+    """MTCNN with the weights that ship inside facenet-pytorch (no download): on ONNX Runtime (`onnx`, CPU),
+    or facenet-pytorch's own (`torch`, and on any other device)."""
+    if runtime == "onnx" and device == "cpu":
+        from deepfake.video.mtcnn_onnx import OnnxMTCNN
+
+        return OnnxMTCNN()
     from facenet_pytorch import MTCNN
     from facenet_pytorch.models.utils import detect_face
 
@@ -92,6 +99,9 @@ def faces_in_frames(
     Frames are held a chunk at a time (DETECTION_BATCH frames, at most CHUNK_BYTES), so a long video never
     sits in memory; crops are cut from the full-resolution frame.
     """
+    if params.detect_every > 1:
+        yield from _tracked(detector, frames, params)
+        return
     chunk: list[tuple[int, float, np.ndarray]] = []
     for item in frames:
         chunk.append(item)
@@ -105,8 +115,83 @@ def faces_in_frames(
 def _detect_chunk(detector, chunk: list[tuple[int, float, np.ndarray]], params: FaceParams) -> Iterator[FrameFaces]:
     found = detect_faces_batch(detector, [frame for _, _, frame in chunk], params, bgr=True)
     for (index, time_s, frame), faces in zip(chunk, found):
-        cropped = [crop_with_margin(frame, face, margin=params.margin, size=params.crop_size) for face in faces]
-        yield FrameFaces(index, time_s, faces, [crop for crop, _ in cropped], [points for _, points in cropped])
+        yield _frame_faces(index, time_s, frame, faces, params)
+
+
+def _frame_faces(index: int, time_s: float, frame: np.ndarray, faces: list[Face], params: FaceParams) -> FrameFaces:
+    cropped = [crop_with_margin(frame, face, margin=params.margin, size=params.crop_size) for face in faces]
+    return FrameFaces(index, time_s, faces, [crop for crop, _ in cropped], [points for _, points in cropped])
+
+
+# Around a known face MTCNN looks in a square REGION_SCALE times the face's longer side, resized to
+# REGION_SIZE pixels: the face is then ~96 px, above O-Net's 48 px input, so boxes and landmarks keep their
+# precision, at a few percent of a whole frame's pyramid.
+REGION_SCALE = 2.0
+REGION_SIZE = 192
+
+
+def _tracked(detector, frames: Iterable[tuple[int, float, np.ndarray]], params: FaceParams) -> Iterator[FrameFaces]:
+    """Whole-frame detection every `detect_every`-th frame; in between, each face of the previous frame looked
+    for around its last box. A face not found again there (moved, turned away, covered) sends the frame back to
+    whole-frame detection, so tracking never loses a face that whole-frame detection would have kept."""
+    previous: list[Face] = []
+    since_whole = 0
+    for index, time_s, frame in frames:
+        faces = _refound(detector, frame, previous, params) if previous and since_whole < params.detect_every else None
+        if faces is None:
+            faces = detect_faces_batch(detector, [frame], params, bgr=True)[0]
+            since_whole = 0
+        since_whole += 1
+        previous = faces
+        yield _frame_faces(index, time_s, frame, faces, params)
+
+
+def _refound(detector, frame: np.ndarray, previous: list[Face], params: FaceParams) -> list[Face] | None:
+    """Each previous face found again near its box (BGR frame), or None when any of them is not."""
+    height, width = frame.shape[:2]
+    min_pixels = params.min_size * min(height, width)
+    regions, scales, corners = [], [], []
+    for face in previous:
+        x1, y1, x2, y2 = face.box
+        side = max(x2 - x1, y2 - y1) * REGION_SCALE
+        left, top = (x1 + x2 - side) / 2, (y1 + y2 - side) / 2
+        scale = REGION_SIZE / side
+        matrix = np.array([[scale, 0, -left * scale], [0, scale, -top * scale]], dtype=np.float32)
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        region = cv2.warpAffine(frame, matrix, (REGION_SIZE, REGION_SIZE), flags=interpolation)
+        regions.append(cv2.cvtColor(region, cv2.COLOR_BGR2RGB))
+        scales.append(scale)
+        corners.append((left, top))
+    # The face fills about 1 / REGION_SCALE of the region; half that is the smallest size worth looking for.
+    detector.min_face_size = max(12, int(REGION_SIZE / REGION_SCALE / 2))
+    boxes, probs, landmarks = detector.detect(np.stack(regions), landmarks=True)
+    found: list[Face] = []
+    for face, scale, (left, top), region_boxes, region_probs, region_points in zip(
+        previous, scales, corners, boxes, probs, landmarks
+    ):
+        candidates = [
+            Face(
+                box=tuple(
+                    float(v) for v in (b[0] / scale + left, b[1] / scale + top, b[2] / scale + left, b[3] / scale + top)
+                ),
+                prob=float(p),
+                landmarks=np.asarray(points, dtype=np.float32) / scale + [left, top],
+            )
+            for b, p, points in zip(
+                region_boxes if region_boxes is not None else [],
+                region_probs,
+                region_points if region_boxes is not None else [],
+            )
+            if p is not None and p >= params.min_prob
+        ]
+        candidates = [c for c in candidates if c.size >= min_pixels and box_iou(c.box, face.box) >= params.track_iou]
+        if not candidates:
+            return None
+        best = max(candidates, key=lambda c: box_iou(c.box, face.box))
+        if all(box_iou(best.box, other.box) < 0.5 for other in found):  # two regions that found one face
+            found.append(best)
+    found.sort(key=lambda f: f.size, reverse=True)
+    return found[: params.max_faces]
 
 
 def detect_faces_batch(
