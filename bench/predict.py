@@ -1,21 +1,29 @@
-"""Benchmark of `deepfake predict` on one 10 s 1080p video, and its peak memory on a 10-minute one.
+"""Benchmark of `deepfake predict`: a real 1080p H.264 DFDC clip from the shared set and a generated 10 s
+1080p clip, the same 32 frames each, and peak memory on a 10-minute 1080p video.
 
-Measures, in one run on the same machine:
-  1. the detector's whole path (probe, sampled decode, detection, crops, classification, aggregation);
-  2. its unavoidable parts, each alone: decoding only the sampled frames, detection on them, classifying
-     the crops in batches — the ratio 1 / (2) is what loading, orchestration and glue cost;
-  3. the naive pipeline at the same frames: read() every frame up to each sampled index, facenet-pytorch's
+Measures, in one run on the same machine, per clip:
+  1. the detector's whole path as configured by default (MTCNN and the classifier on ONNX Runtime, whole-frame
+     detection every `faces.detect_every`-th frame and faces tracked in between);
+  2. the same path with the previous defaults (`faces.runtime: torch`, `detect_every: 1`, `evaluate.runtime:
+     torch`), to show what each change buys;
+  3. its unavoidable parts, each alone: decoding the sampled frames, finding and cropping the faces, classifying
+     the crops; ours / (sum of parts) is what orchestration and glue cost;
+  4. the naive pipeline at the same frames: read() every frame up to each sampled index, facenet-pytorch's
      MTCNN as constructed by default on each full-resolution frame one at a time, faces classified one by
      one (run in a fresh interpreter, so the project's faster resampling is not in effect);
-  4. loading the model from an MLflow registry (SQLite) by alias;
-  5. peak resident memory of `deepfake predict` (a child process) on a 10-minute 1080p video.
+and as a user runs it: `deepfake predict` on the DFDC clip as a whole process (imports, registry lookup,
+model load, scoring) against the naive script's whole process, and the time until the model is ready.
 
-    python bench/predict.py [--model models/model.pt] [--skip-long] [--out bench/out/predict]
+    python bench/predict.py [--model W] [--skip-long] [--out bench/out/predict]
+
+Without --model (or when it does not exist) the classifier is efficientnet_lite0 with ImageNet weights and a
+new head: the same network and cost as a trained one.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -28,13 +36,15 @@ from pathlib import Path
 
 import cv2
 
+DFDC_CLIP = "deepfake-detect--abofeumbvv.mp4"  # a DFDC fake in the shared set: 1080p H.264, 10 s
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deepfake.config import FrameSampling  # noqa: E402
-from deepfake.model.classifier import face_logits, load_classifier  # noqa: E402
+from deepfake.config import FaceParams, FrameSampling  # noqa: E402
+from deepfake.model.classifier import load_classifier  # noqa: E402
+from deepfake.model.onnx_classifier import load_face_classifier  # noqa: E402
 from deepfake.serving.video_detector import DetectorConfig, VideoDetector  # noqa: E402
-from deepfake.video.face_detection import crop_with_margin, detect_faces_batch, load_face_detector  # noqa: E402
+from deepfake.video.face_detection import crop_with_margin, faces_in_frames  # noqa: E402
 from deepfake.video.frames import read_frames, sample_frame_indices  # noqa: E402
 from deepfake.video.probe import probe_video  # noqa: E402
 
@@ -86,20 +96,15 @@ def timed(function, *args, **kwargs):
 
 
 def parts(detector: VideoDetector, path: Path) -> dict:
-    """The unavoidable work, each part alone."""
+    """The unavoidable work, each part alone: decode, faces (detection and crops), classification."""
     config = detector.config
     info = probe_video(path)
     indices = sample_frame_indices(info.frames, info.fps, config.sampling)
-    decode_s, frames = timed(lambda: [frame for _, _, frame in read_frames(path, indices)])
-    rgb = [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in frames]
-    detect_s, found = timed(detect_faces_batch, detector.face_detector, rgb, config.faces)
-    crops = [
-        crop_with_margin(frame, face, margin=config.faces.margin, size=config.faces.crop_size)[0]
-        for frame, faces in zip(frames, found)
-        for face in faces
-    ]
+    decode_s, frames = timed(lambda: list(read_frames(path, indices)))
+    detect_s, found = timed(lambda: list(faces_in_frames(detector.face_detector, frames, config.faces)))
+    crops = [crop for frame in found for crop in frame.crops]
     classify_s, _ = timed(
-        face_logits, detector.model, crops, config.input_size, batch_size=config.batch_size, flip=config.flip
+        detector.model.face_logits, crops, config.input_size, batch_size=config.batch_size, flip=config.flip
     )
     return {"decode_s": decode_s, "detect_s": detect_s, "classify_s": classify_s, "faces": len(crops)}
 
@@ -182,6 +187,73 @@ def peak_memory_of_predict(model_dir: Path, clip: Path) -> tuple[float, float]:
     return seconds, int(lines[-1]) / 1024
 
 
+def whole_processes(clip: Path, model_path: str, backbone: str, per_video: int, work: Path) -> dict:
+    """`deepfake predict CLIP` as a user runs it (registry from registry_load_time) against the naive script
+    as a process; and the time from interpreter start to a loaded model."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ready = (
+        "import time; start = time.perf_counter(); import deepfake.cli; "
+        "from deepfake.serving.loading import load_detector_model; "
+        "loaded = load_detector_model('models:/bench-detector@champion'); "
+        "import sys; print(time.perf_counter() - start, loaded.seconds, 'mlflow' in sys.modules, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", ready], capture_output=True, text=True, check=True, env=env)
+    ready_s, load_s, mlflow_imported, torch_imported = out.stdout.split()
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "deepfake.cli", "predict", "--model", "models:/bench-detector@champion", str(clip)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=work,
+    )
+    predict_s = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"deepfake predict failed: {result.stderr[-2000:]}")
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, __file__, "--naive", str(clip), "--model", model_path, "--backbone", backbone],
+        check=True,
+        capture_output=True,
+    )
+    naive_s = time.perf_counter() - started
+    return {
+        "model_ready_s": float(ready_s),
+        "load_s": float(load_s),
+        "mlflow_imported": mlflow_imported == "True",
+        "torch_imported": torch_imported == "True",
+        "predict_process_s": predict_s,
+        "naive_process_s": naive_s,
+        "speedup": naive_s / predict_s,
+        "row": json.loads(result.stdout.splitlines()[0]),
+    }
+
+
+def bench_clip(clip: Path, detectors: dict, args) -> dict:
+    results = {"clip": str(clip)}
+    for name, detector in detectors.items():
+        detector.predict(clip)  # warm up: first-call allocations, lazy imports
+        runs = [timed(detector.predict, clip) for _ in range(args.repeats)]
+        results[name] = {
+            "seconds": min(s for s, _ in runs),
+            "row": {k: v for k, v in runs[0][1].items() if k != "tracks"},
+        }
+    split = [parts(detectors["ours"], clip) for _ in range(args.repeats)]
+    results["parts"] = {key: min(p[key] for p in split) for key in ("decode_s", "detect_s", "classify_s", "faces")}
+    results["parts_sum_s"] = sum(results["parts"][k] for k in ("decode_s", "detect_s", "classify_s"))
+    config = detectors["ours"].config
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results["naive"] = pool.submit(
+            naive, str(clip), args.model, args.backbone, args.per_video, config.input_size
+        ).result()
+    ours = results["ours"]["seconds"]
+    results["speedup_vs_naive"] = results["naive"]["seconds"] / ours
+    results["speedup_vs_previous"] = results["previous"]["seconds"] / ours
+    results["ours_over_parts"] = ours / results["parts_sum_s"]
+    print(json.dumps(results, indent=2), flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "models/model.pt"))
@@ -190,28 +262,41 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-long", action="store_true", help="skip the 10-minute peak-memory run")
     parser.add_argument("--out", default=str(ROOT / "bench/out/predict"))
+    parser.add_argument("--naive", default="", help=argparse.SUPPRESS)  # the naive script's whole process
     args = parser.parse_args()
+    if args.naive:
+        print(json.dumps(naive(args.naive, args.model, args.backbone, args.per_video, 224)))
+        return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if not Path(args.model).is_file():
+        import torch
 
-    clip = make_clip(out, 10)
+        from deepfake.model.classifier import build_classifier
+
+        args.model = str(out / "model.pt")
+        torch.save(build_classifier(args.backbone, "imagenet")[0].state_dict(), args.model)
+
     config = DetectorConfig(backbone=args.backbone, sampling=FrameSampling(per_video=args.per_video))
-    detector = VideoDetector(load_classifier(args.model, args.backbone), config, load_face_detector())
-    detector.predict(clip)  # warm up: first-call allocations, lazy imports
-    results = {"clip": str(clip), "per_video": args.per_video}
-    ours = [timed(detector.predict, clip) for _ in range(args.repeats)]
-    results["ours_s"] = min(seconds for seconds, _ in ours)
-    results["ours_row"] = {k: v for k, v in ours[0][1].items() if k != "tracks"}
-    split = [parts(detector, clip) for _ in range(args.repeats)]
-    results["parts"] = {key: min(p[key] for p in split) for key in ("decode_s", "detect_s", "classify_s")}
-    results["parts_sum_s"] = sum(results["parts"].values())
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results["naive"] = pool.submit(
-            naive, str(clip), args.model, args.backbone, args.per_video, config.input_size
-        ).result()
-    results["speedup_vs_naive"] = results["naive"]["seconds"] / results["ours_s"]
-    results["ours_over_parts"] = results["ours_s"] / results["parts_sum_s"]
+    previous = dataclasses.replace(
+        config, runtime="torch", faces=dataclasses.replace(FaceParams(), runtime="torch", detect_every=1)
+    )
+    detectors = {
+        "ours": VideoDetector(load_face_classifier(args.model, args.backbone, config.input_size), config),
+        "previous": VideoDetector(load_classifier(args.model, args.backbone), previous),
+    }
+    clips = {
+        "dfdc": ROOT.parent / "shared" / "data" / "real-videos" / "videos" / DFDC_CLIP,
+        "generated": make_clip(out, 10),
+    }
+    results = {"per_video": args.per_video, "model": args.model}
+    for name, clip in clips.items():
+        if clip.is_file():
+            results[name] = bench_clip(clip, detectors, args)
     results["registry_load_s"] = registry_load_time(Path(args.model), config, out)
+    if clips["dfdc"].is_file():
+        results["process"] = whole_processes(clips["dfdc"], args.model, args.backbone, args.per_video, out)
+        print(json.dumps(results["process"], indent=2), flush=True)
     if not args.skip_long:
         long_clip = make_clip(out, 600)
         import mlflow

@@ -57,7 +57,7 @@ def test_onnx_mtcnn_finds_the_faces_facenet_pytorch_finds(detectors, name):
 
 def test_onnx_mtcnn_on_a_photo_and_on_nothing(detectors):
     onnx, torch = detectors
-    [[ours], [reference]] = [detect_faces_batch(d, [data.astronaut()], FaceParams()) for d in (onnx, torch)]
+    [[ours]], [[reference]] = (detect_faces_batch(d, [data.astronaut()], FaceParams()) for d in (onnx, torch))
     assert box_iou(ours.box, reference.box) > 0.95
     blank = np.full((240, 320, 3), 128, np.uint8)
     assert detect_faces_batch(onnx, [blank], FaceParams()) == [[]]
