@@ -170,21 +170,12 @@ def _refound(detector, frame: np.ndarray, previous: list[Face], params: FacePara
         previous, scales, corners, boxes, probs, landmarks
     ):
         candidates = [
-            Face(
-                box=tuple(
-                    float(v) for v in (b[0] / scale + left, b[1] / scale + top, b[2] / scale + left, b[3] / scale + top)
-                ),
-                prob=float(p),
-                landmarks=np.asarray(points, dtype=np.float32) / scale + [left, top],
+            c
+            for c in _faces_in_frame_pixels(
+                region_boxes, region_probs, region_points, scale, min_pixels, params, offset=(left, top)
             )
-            for b, p, points in zip(
-                region_boxes if region_boxes is not None else [],
-                region_probs,
-                region_points if region_boxes is not None else [],
-            )
-            if p is not None and p >= params.min_prob
+            if box_iou(c.box, face.box) >= params.track_iou
         ]
-        candidates = [c for c in candidates if c.size >= min_pixels and box_iou(c.box, face.box) >= params.track_iou]
         if not candidates:
             return None
         best = max(candidates, key=lambda c: box_iou(c.box, face.box))
@@ -233,21 +224,31 @@ def _detection_image(frame: np.ndarray, size: tuple[int, int], bgr: bool) -> np.
 
 
 def _kept_faces(boxes, probs, landmarks, scale: float, min_pixels: float, params: FaceParams) -> list[Face]:
+    faces = _faces_in_frame_pixels(boxes, probs, landmarks, scale, min_pixels, params)
+    faces.sort(key=lambda f: f.size, reverse=True)
+    return faces[: params.max_faces]
+
+
+def _faces_in_frame_pixels(
+    boxes, probs, landmarks, scale: float, min_pixels: float, params: FaceParams, offset: tuple = (0.0, 0.0)
+) -> list[Face]:
+    """MTCNN's detections in frame pixels, from an image that is the frame scaled by `scale` (a region of it
+    whose corner is frame pixel `offset`); those below `min_prob` or smaller than `min_pixels` dropped."""
     if boxes is None:
         return []
+    left, top = offset
     faces = []
     for box, prob, points in zip(boxes, probs, landmarks):
         if prob is None or prob < params.min_prob:
             continue
         face = Face(
-            box=tuple(float(v) / scale for v in box),
+            box=tuple(float(v) / scale + corner for v, corner in zip(box, (left, top, left, top))),
             prob=float(prob),
-            landmarks=np.asarray(points, dtype=np.float32) / scale,
+            landmarks=np.asarray(points, dtype=np.float32) / scale + np.array(offset, np.float32),
         )
         if face.size >= min_pixels:
             faces.append(face)
-    faces.sort(key=lambda f: f.size, reverse=True)
-    return faces[: params.max_faces]
+    return faces
 
 
 def crop_with_margin(frame: np.ndarray, face: Face, *, margin: float, size: int) -> tuple[np.ndarray, np.ndarray]:
