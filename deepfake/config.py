@@ -162,6 +162,10 @@ class FaceParams:
 
     max_side: int = 960  # longer side of the image MTCNN sees; 720 misses small faces in 1080p DFDC clips
     min_prob: float = 0.9
+    # A face continuing one kept in the previous sampled frame (boxes overlapping by track_iou) is kept down to
+    # this: swaps lower MTCNN's confidence (a DFDC fake's face: 0.73-0.97), stray detections rarely reach min_prob.
+    # At or above min_prob: no exception.
+    keep_prob: float = 0.7
     # Shorter box side as a fraction of the frame's shorter side: smaller faces are background noise, and
     # MTCNN's cost is set by the smallest face it must find (0.05: 54 px in 1080p, 12 px in 240p video).
     min_size: float = 0.05
@@ -177,12 +181,19 @@ class FaceParams:
 
     def __post_init__(self) -> None:
         _at_least("faces.max_side", self.max_side, 32)
+        if not 0 <= self.keep_prob <= 1:
+            raise ConfigError(f"faces.keep_prob must be between 0 and 1 (got {self.keep_prob})")
         _at_least("faces.detect_every", self.detect_every, 1)
         _choice("faces.runtime", self.runtime, ("onnx", "torch"))
         _at_least("faces.max_faces", self.max_faces, 1)
         _at_least("faces.crop_size", self.crop_size, 16)
         if self.jpeg_quality is not None and not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"faces.jpeg_quality must be 1-100 or null for lossless PNG (got {self.jpeg_quality})")
+
+    @property
+    def lowest_prob(self) -> float:
+        """The least probability a face in a video can be kept at (keep_prob above min_prob changes nothing)."""
+        return min(self.keep_prob, self.min_prob)
 
 
 @dataclass(frozen=True)

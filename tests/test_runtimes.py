@@ -115,6 +115,37 @@ def test_a_face_that_moves_away_sends_the_frame_back_to_whole_detection(detector
     assert found[2].faces[0].box[0] > 512 and found[1].faces[0].box[0] < 512
 
 
+@pytest.mark.parametrize("detect_every", [1, 4])
+def test_a_face_swap_mtcnn_doubts_is_kept_while_it_continues_a_confident_face(detectors, detect_every):
+    # The DFDC fake's swapped face: MTCNN's probability wanders between 0.73 and 0.97 from frame to frame.
+    frames = shared_frames(CLIPS[2], 32)
+    strict = list(faces_in_frames(detectors[0], frames, FaceParams(detect_every=detect_every, keep_prob=0.9)))
+    kept = list(faces_in_frames(detectors[0], frames, FaceParams(detect_every=detect_every, keep_prob=0.7)))
+    assert sum(map(bool, (f.faces for f in kept))) >= sum(map(bool, (f.faces for f in strict))) + 8
+    previous = []
+    for frame in kept:
+        for face in frame.faces:
+            assert face.prob >= 0.7
+            # Below min_prob only as the continuation of a face kept in the frame before.
+            assert face.prob >= 0.9 or max((box_iou(face.box, p.box) for p in previous), default=0) >= 0.2
+        previous = frame.faces
+
+
+def test_a_doubtful_detection_alone_is_not_a_face():
+    from deepfake.video.face_detection import Face, _continuing
+
+    def face(x, prob):
+        return Face((x, 0.0, x + 100.0, 100.0), prob, np.zeros((5, 2), np.float32))
+
+    params = FaceParams(min_prob=0.9, keep_prob=0.7, max_faces=2)
+    candidates = [face(0, 0.8), face(500, 0.75), face(900, 0.95), face(1300, 0.99)]
+    assert _continuing(candidates, [], params) == candidates[2:]  # nothing to continue: min_prob only
+    assert _continuing(candidates, [face(10, 0.95)], params) == [candidates[0], candidates[2]]  # capped at 2
+    assert FaceParams(min_prob=0.5, keep_prob=0.7).lowest_prob == 0.5
+    with pytest.raises(Exception, match="faces.keep_prob must be between 0 and 1"):
+        FaceParams(keep_prob=1.5)
+
+
 @pytest.mark.parametrize("flip", [True, False])
 def test_onnx_classifier_gives_pytorchs_logits(tmp_path, monkeypatch, flip):
     from deepfake.model.classifier import load_classifier

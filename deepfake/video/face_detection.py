@@ -8,6 +8,9 @@ full-resolution frame, so crop quality does not pay for detection speed.
 crops, `VideoDetector` feeds it decoded frames (after the same storage round trip) and scores the crops.
 With `faces.detect_every` > 1 it searches whole frames only every n-th frame and in between looks for each
 face again in a small square around where it was: most of MTCNN's work is the whole-frame image pyramid.
+In a video a face is kept at `faces.min_prob`, and down to `faces.keep_prob` while it continues a face kept
+in the previous sampled frame: a swap that makes a face look odd to MTCNN lowers its probability, and a
+detector that dropped those faces would be blind to the very videos it is asked about.
 """
 
 from __future__ import annotations
@@ -103,19 +106,37 @@ def faces_in_frames(
         yield from _tracked(detector, frames, params)
         return
     chunk: list[tuple[int, float, np.ndarray]] = []
+    previous: list[Face] = []
     for item in frames:
         chunk.append(item)
         if len(chunk) == DETECTION_BATCH or len(chunk) * item[2].nbytes >= CHUNK_BYTES:
-            yield from _detect_chunk(detector, chunk, params)
+            yield from _detect_chunk(detector, chunk, params, previous)
             chunk = []
     if chunk:
-        yield from _detect_chunk(detector, chunk, params)
+        yield from _detect_chunk(detector, chunk, params, previous)
 
 
-def _detect_chunk(detector, chunk: list[tuple[int, float, np.ndarray]], params: FaceParams) -> Iterator[FrameFaces]:
-    found = detect_faces_batch(detector, [frame for _, _, frame in chunk], params, bgr=True)
-    for (index, time_s, frame), faces in zip(chunk, found):
+def _detect_chunk(
+    detector, chunk: list[tuple[int, float, np.ndarray]], params: FaceParams, previous: list[Face]
+) -> Iterator[FrameFaces]:
+    """The chunk's frames in order; `previous` (the faces of the frame before, updated in place) carries
+    continuation across chunks."""
+    found = _detect_all(detector, [frame for _, _, frame in chunk], params, params.lowest_prob, bgr=True)
+    for (index, time_s, frame), candidates in zip(chunk, found):
+        faces = _continuing(candidates, previous, params)
+        previous[:] = faces
         yield _frame_faces(index, time_s, frame, faces, params)
+
+
+def _continuing(candidates: list[Face], previous: list[Face], params: FaceParams) -> list[Face]:
+    """The largest `max_faces` of the candidates (found at `lowest_prob`) that reach `min_prob`, or that overlap a
+    face of the previous sampled frame by `track_iou`."""
+    kept = [
+        face
+        for face in candidates
+        if face.prob >= params.min_prob or any(box_iou(face.box, p.box) >= params.track_iou for p in previous)
+    ]
+    return kept[: params.max_faces]
 
 
 def _frame_faces(index: int, time_s: float, frame: np.ndarray, faces: list[Face], params: FaceParams) -> FrameFaces:
@@ -139,7 +160,9 @@ def _tracked(detector, frames: Iterable[tuple[int, float, np.ndarray]], params: 
     for index, time_s, frame in frames:
         faces = _refound(detector, frame, previous, params) if previous and since_whole < params.detect_every else None
         if faces is None:
-            faces = detect_faces_batch(detector, [frame], params, bgr=True)[0]
+            faces = _continuing(
+                _detect_all(detector, [frame], params, params.lowest_prob, bgr=True)[0], previous, params
+            )
             since_whole = 0
         since_whole += 1
         previous = faces
@@ -147,7 +170,7 @@ def _tracked(detector, frames: Iterable[tuple[int, float, np.ndarray]], params: 
 
 
 def _refound(detector, frame: np.ndarray, previous: list[Face], params: FaceParams) -> list[Face] | None:
-    """Each previous face found again near its box (BGR frame), or None when any of them is not."""
+    """Each previous face found again near its box (BGR frame), down to `keep_prob`, or None when any is not."""
     height, width = frame.shape[:2]
     min_pixels = params.min_size * min(height, width)
     regions, scales, corners = [], [], []
@@ -172,7 +195,7 @@ def _refound(detector, frame: np.ndarray, previous: list[Face], params: FacePara
         candidates = [
             c
             for c in _faces_in_frame_pixels(
-                region_boxes, region_probs, region_points, scale, min_pixels, params, offset=(left, top)
+                region_boxes, region_probs, region_points, scale, min_pixels, params.lowest_prob, offset=(left, top)
             )
             if box_iou(c.box, face.box) >= params.track_iou
         ]
@@ -188,8 +211,24 @@ def _refound(detector, frame: np.ndarray, previous: list[Face], params: FacePara
 def detect_faces_batch(
     detector, frames: list[np.ndarray], params: FaceParams, batch_size: int = DETECTION_BATCH, *, bgr: bool = False
 ) -> list[list[Face]]:
-    """Faces in each of several RGB frames (BGR, as OpenCV decodes them, with `bgr`); frames of one size
-    run through MTCNN together (~15% faster).
+    """Faces in each of several RGB frames (BGR, as OpenCV decodes them, with `bgr`) that pass the probability
+    and size thresholds, at most `max_faces`, largest first; frames of one size run through MTCNN together
+    (~15% faster).
+    """
+    found = _detect_all(detector, frames, params, params.min_prob, batch_size, bgr=bgr)
+    return [faces[: params.max_faces] for faces in found]
+
+
+def _detect_all(
+    detector,
+    frames: list[np.ndarray],
+    params: FaceParams,
+    min_prob: float,
+    batch_size: int = DETECTION_BATCH,
+    *,
+    bgr: bool,
+) -> list[list[Face]]:
+    """Every face at `min_prob` or above and at least `min_size`, largest first, in each frame.
 
     BGR frames are converted after the downscale: no full-resolution RGB copy of every frame is made.
     """
@@ -213,7 +252,8 @@ def detect_faces_batch(
             images = np.stack([_detection_image(frames[n], size, bgr) for n in chunk])
             boxes, probs, landmarks = detector.detect(images, landmarks=True)
             for n, frame_boxes, frame_probs, frame_points in zip(chunk, boxes, probs, landmarks):
-                results[n] = _kept_faces(frame_boxes, frame_probs, frame_points, scale, min_pixels, params)
+                faces = _faces_in_frame_pixels(frame_boxes, frame_probs, frame_points, scale, min_pixels, min_prob)
+                results[n] = sorted(faces, key=lambda f: f.size, reverse=True)
     return results
 
 
@@ -223,14 +263,8 @@ def _detection_image(frame: np.ndarray, size: tuple[int, int], bgr: bool) -> np.
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if bgr else frame
 
 
-def _kept_faces(boxes, probs, landmarks, scale: float, min_pixels: float, params: FaceParams) -> list[Face]:
-    faces = _faces_in_frame_pixels(boxes, probs, landmarks, scale, min_pixels, params)
-    faces.sort(key=lambda f: f.size, reverse=True)
-    return faces[: params.max_faces]
-
-
 def _faces_in_frame_pixels(
-    boxes, probs, landmarks, scale: float, min_pixels: float, params: FaceParams, offset: tuple = (0.0, 0.0)
+    boxes, probs, landmarks, scale: float, min_pixels: float, min_prob: float, offset: tuple = (0.0, 0.0)
 ) -> list[Face]:
     """MTCNN's detections in frame pixels, from an image that is the frame scaled by `scale` (a region of it
     whose corner is frame pixel `offset`); those below `min_prob` or smaller than `min_pixels` dropped."""
@@ -239,7 +273,7 @@ def _faces_in_frame_pixels(
     left, top = offset
     faces = []
     for box, prob, points in zip(boxes, probs, landmarks):
-        if prob is None or prob < params.min_prob:
+        if prob is None or prob < min_prob:
             continue
         face = Face(
             box=tuple(float(v) / scale + corner for v, corner in zip(box, (left, top, left, top))),
