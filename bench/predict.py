@@ -5,7 +5,7 @@ Measures, in one run on the same machine, per clip:
   1. the detector's whole path as configured by default (MTCNN and the classifier on ONNX Runtime, whole-frame
      detection every `faces.detect_every`-th frame and faces tracked in between);
   2. the same path with the previous defaults (`faces.runtime: torch`, `detect_every: 1`, `evaluate.runtime:
-     torch`), to show what each change buys;
+     torch`, `frames.decoder: opencv`, no continuation below `min_prob`), to show what the changes buy;
   3. its unavoidable parts, each alone: decoding the sampled frames, finding and cropping the faces, classifying
      the crops; ours / (sum of parts) is what orchestration and glue cost;
   4. the naive pipeline at the same frames: read() every frame up to each sampled index, facenet-pytorch's
@@ -100,7 +100,7 @@ def parts(detector: VideoDetector, path: Path) -> dict:
     config = detector.config
     info = probe_video(path)
     indices = sample_frame_indices(info.frames, info.fps, config.sampling)
-    decode_s, frames = timed(lambda: list(read_frames(path, indices)))
+    decode_s, frames = timed(lambda: list(read_frames(path, indices, decoder=config.sampling.decoder)))
     detect_s, found = timed(lambda: list(faces_in_frames(detector.face_detector, frames, config.faces)))
     crops = [crop for frame in found for crop in frame.crops]
     classify_s, _ = timed(
@@ -279,7 +279,10 @@ def main() -> None:
 
     config = DetectorConfig(backbone=args.backbone, sampling=FrameSampling(per_video=args.per_video))
     previous = dataclasses.replace(
-        config, runtime="torch", faces=dataclasses.replace(FaceParams(), runtime="torch", detect_every=1)
+        config,
+        runtime="torch",
+        sampling=dataclasses.replace(config.sampling, decoder="opencv"),
+        faces=dataclasses.replace(FaceParams(), runtime="torch", detect_every=1, keep_prob=FaceParams().min_prob),
     )
     detectors = {
         "ours": VideoDetector(load_face_classifier(args.model, args.backbone, config.input_size), config),

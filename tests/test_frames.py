@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from deepfake.config import FrameSampling
-from deepfake.errors import VideoError
+from deepfake.errors import ConfigError, VideoError
 from deepfake.video.frames import FrameReadReport, read_frames, sample_frame_indices
-from deepfake.video.probe import write_video
+from deepfake.video.probe import probe_video, write_video
+from tests.conftest import SHARED_VIDEOS
 
 BITS = 6  # frames carry their own index as 6 black/white vertical stripes: survives lossy mp4v/H.264 exactly
 
@@ -257,6 +258,7 @@ def test_truncated_faststart_h264_stops_part_way_without_raising(tmp_path, clip_
     whole = {index: frame for index, _, frame in read_frames(full, list(range(kept)))}
     for index, _, frame in got:
         np.testing.assert_array_equal(frame, whole[index])
+    assert_decoders_agree(cut, list(range(header_frames)))
 
 
 @pytest.mark.parametrize("kind", ["text", "missing", "empty", "garbage"])
@@ -317,6 +319,7 @@ def test_rotated_video_comes_out_portrait(tmp_path, ffmpeg):
         white = row_means > 128
         assert white.sum() == pytest.approx(16, abs=2)
         assert white[:12].all() or white[-12:].all()
+    assert_decoders_agree(rotated, [0, 4, 9])
 
 
 def test_variable_frame_rate_times_come_from_timestamps(tmp_path, ffmpeg):
@@ -373,3 +376,34 @@ def test_variable_frame_rate_times_come_from_timestamps(tmp_path, ffmpeg):
     sparse = [(index, time_s) for index, time_s, _ in read_frames(vfr, [2, 15, 39])]
     assert [index for index, _ in sparse] == [2, 15, 39]
     assert [time_s for _, time_s in sparse] == pytest.approx([0.2, 1 + 5 / 30, 1 + 29 / 30], abs=2e-3)
+    assert_decoders_agree(vfr, [2, 15, 39])
+
+
+def assert_decoders_agree(path, indices):
+    """PyAV and OpenCV decode the same frames: indices, times, pixels, and the same note when decoding stops."""
+    reports = FrameReadReport(), FrameReadReport()
+    pyav, opencv = (
+        list(read_frames(path, indices, report=report, decoder=decoder))
+        for report, decoder in zip(reports, ("pyav", "opencv"))
+    )
+    assert [i for i, _, _ in pyav] == [i for i, _, _ in opencv]
+    assert [t for _, t, _ in pyav] == pytest.approx([t for _, t, _ in opencv], abs=1e-3)
+    for (_, _, ours), (_, _, theirs) in zip(pyav, opencv):
+        np.testing.assert_array_equal(ours, theirs)
+    assert reports[0].note == reports[1].note and reports[0].read == reports[1].read
+
+
+@pytest.mark.parametrize(
+    "name", ["deepfake-detect--abofeumbvv.mp4", "ffpp-c40--orig_183.mp4", "sadtalker--still_full_e.mp4"]
+)
+def test_pyav_decodes_the_frames_opencv_decodes(name):
+    path = SHARED_VIDEOS / "videos" / name
+    if not path.is_file():
+        pytest.skip(f"shared clip {path} not found")
+    info = probe_video(path)
+    assert_decoders_agree(path, sample_frame_indices(info.frames, info.fps, FrameSampling(per_video=8)))
+
+
+def test_the_decoder_is_a_setting_with_a_clear_error():
+    with pytest.raises(ConfigError, match="frames.decoder must be one of pyav, opencv"):
+        FrameSampling(decoder="gstreamer")

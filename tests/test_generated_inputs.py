@@ -8,6 +8,7 @@ report row per video, one result row per file), nothing half-written. Example co
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from pathlib import Path
@@ -199,3 +200,36 @@ def test_schemathesis_finds_no_server_error_in_the_api(served, tmp_path):
     print(result.stdout[-2500:])  # the run's summary (pytest -rP shows it)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "passed" in result.stdout.lower()
+
+
+def test_a_clip_cut_short_is_sampled_over_the_part_that_decodes(detector, clip_factory, ffmpeg, tmp_path):
+    # predict trusts the header's frame count until decoding stops short; then, as the frames stage does, it
+    # spreads the samples over the frames that decode instead of losing the ones past the cut.
+    import subprocess
+
+    from deepfake.video.frames import FrameReadReport, read_frames, sample_frame_indices
+    from deepfake.video.probe import probe_video
+
+    source = clip_factory("source.mp4", frames=40, size=(160, 120))
+    full = tmp_path / "full.mp4"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-y", "-i", source, "-c:v", "libx264", "-g", "10", "-movflags", "+faststart", full],
+        check=True,
+        timeout=60,
+    )
+    cut = tmp_path / "cut.mp4"
+    data = full.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.95)])
+    info = probe_video(cut)
+    assert info.header_frames == 40 and info.frames < 40, "the cut should lose a few frames at the end"
+
+    sampling = dataclasses.replace(CONFIG.sampling, per_video=16)
+    expected = FrameReadReport()
+    list(read_frames(cut, sample_frame_indices(info.frames, info.fps, sampling), report=expected))
+    header_only = FrameReadReport()
+    list(read_frames(cut, sample_frame_indices(40, info.fps, sampling), report=header_only))
+    assert header_only.read < expected.read
+
+    cut_detector = VideoDetector(detector.model, dataclasses.replace(CONFIG, sampling=sampling), detector.face_detector)
+    row = cut_detector.predict(cut)
+    assert row["frames"] == expected.read

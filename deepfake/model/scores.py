@@ -4,7 +4,19 @@ this sigmoid)."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
+
+
+class FaceClassifier(Protocol):
+    """What scoring needs of a model: `Classifier` (PyTorch) and `OnnxClassifier` (ONNX Runtime) both are one."""
+
+    def face_logits(
+        self, crops_bgr: list[np.ndarray], size: int, *, batch_size: int = 16, flip: bool = True
+    ) -> np.ndarray:
+        """FAKE-minus-REAL logit per BGR face crop, resized to `size`; with `flip` averaged with the mirror's."""
+        ...
 
 
 def p_fake(fake_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -15,7 +15,6 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,14 +23,10 @@ from deepfake.config import AggregationParams, FaceParams, FrameSampling
 from deepfake.errors import DataError, VideoError
 from deepfake.evaluation.aggregate import video_scores
 from deepfake.images import stored
-from deepfake.model.scores import p_fake
+from deepfake.model.scores import FaceClassifier, p_fake
 from deepfake.video.face_detection import faces_in_frames, link_tracks, load_face_detector
 from deepfake.video.frames import FrameReadReport, read_frames, sample_frame_indices
-from deepfake.video.probe import probe_video
-
-if TYPE_CHECKING:
-    from deepfake.model.classifier import Classifier
-    from deepfake.model.onnx_classifier import OnnxClassifier
+from deepfake.video.probe import VideoInfo, probe_video
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +91,21 @@ class FaceEvidence:
     crop: np.ndarray  # BGR, faces.crop_size square: what the classifier saw
 
 
+@dataclass(eq=False)
+class _Scan:
+    """What one pass over a video's sampled frames found."""
+
+    report: FrameReadReport
+    detections: list = field(default_factory=list)  # per frame read, its faces
+    frame_numbers: list[int] = field(default_factory=list)
+    logits: list[np.ndarray] = field(default_factory=list)  # per scored batch
+    scored: list[tuple[int, int, float, np.ndarray]] = field(default_factory=list)  # (frame, face, time, crop)
+
+
 class VideoDetector:
     """`model`: the face classifier, a `Classifier` or an `OnnxClassifier` (`load_face_classifier`)."""
 
-    def __init__(self, model: Classifier | OnnxClassifier, config: DetectorConfig, face_detector=None) -> None:
+    def __init__(self, model: FaceClassifier, config: DetectorConfig, face_detector=None) -> None:
         self.model = model
         self.config = config
         self.face_detector = face_detector or load_face_detector(config.faces.runtime)
@@ -140,37 +146,37 @@ class VideoDetector:
             "reason": reason,
         }
 
-    def _predict(self, path: Path, evidence: list[FaceEvidence] | None = None) -> dict:
-        if not path.is_file():
-            raise VideoError(f"{path}: no such file")
+    @staticmethod
+    def _probe(path: Path, *, check_tail: bool) -> VideoInfo:
         try:
-            info = probe_video(path)
+            return probe_video(path, check_tail=check_tail)
         except VideoError as error:
             raise VideoError(f"{path.name}: {error}") from None
+
+    def _scan(self, path: Path, info: VideoInfo, evidence: list[FaceEvidence] | None) -> _Scan:
+        """The sampled frames' faces and their logits."""
         config = self.config
         indices = sample_frame_indices(info.frames, info.fps, config.sampling)
-        report = FrameReadReport()
+        scan = _Scan(FrameReadReport())
         # The pixels the frames stage would have stored and the faces stage read back.
         frames = (
             (index, seconds, stored(frame, config.sampling.jpeg_quality))
-            for index, seconds, frame in read_frames(path, indices, report=report)
+            for index, seconds, frame in read_frames(path, indices, report=scan.report, decoder=config.sampling.decoder)
         )
-        detections, frame_numbers, logits = [], [], []
         pending: list[tuple[int, int, float, np.ndarray]] = []  # (frame index, face, time, crop) not yet scored
-        scored: list[tuple[int, int, float, np.ndarray]] = []  # kept only when evidence is asked for
 
         def score_pending() -> None:
             crops = [crop for *_, crop in pending]
-            logits.append(
+            scan.logits.append(
                 self.model.face_logits(crops, config.input_size, batch_size=config.batch_size, flip=config.flip)
             )
             if evidence is not None:
-                scored.extend(pending)
+                scan.scored.extend(pending)
             pending.clear()
 
         for frame in faces_in_frames(self.face_detector, frames, config.faces):
-            detections.append(frame.faces)
-            frame_numbers.append(frame.index)
+            scan.detections.append(frame.faces)
+            scan.frame_numbers.append(frame.index)
             pending.extend(
                 (frame.index, number, frame.time_s, stored(crop, config.faces.jpeg_quality))
                 for number, crop in enumerate(frame.crops)
@@ -179,6 +185,21 @@ class VideoDetector:
                 score_pending()
         if pending:
             score_pending()
+        return scan
+
+    def _predict(self, path: Path, evidence: list[FaceEvidence] | None = None) -> dict:
+        if not path.is_file():
+            raise VideoError(f"{path}: no such file")
+        # The header's frame count, trusted until decoding stops short: checking that the tail decodes costs a
+        # decode from its last keyframe (a third of a DFDC clip's decoding), and only a damaged file needs it.
+        info = self._probe(path, check_tail=False)
+        scan = self._scan(path, info, evidence)
+        if scan.report.read < scan.report.requested:
+            checked = self._probe(path, check_tail=True)
+            if checked.frames < info.frames:  # samples spread over the part that decodes, as the frames stage does
+                scan = self._scan(path, checked, evidence)
+        config, report, detections, logits = self.config, scan.report, scan.detections, scan.logits
+        frame_numbers, scored = scan.frame_numbers, scan.scored
         counts = {"frames": report.read, "frames_with_face": sum(bool(f) for f in detections)}
         if report.read == 0:
             raise VideoError(f"{path.name}: no frame could be decoded ({report.note or 'empty stream'})")

@@ -96,7 +96,13 @@ def extract_frames(job: FramesJob) -> dict:
             frames = (
                 read_still(job.path, report)
                 if job.kind == "photo"
-                else read_frames(job.path, indices, report=report, decoder_threads=job.decoder_threads)
+                else read_frames(
+                    job.path,
+                    indices,
+                    report=report,
+                    decoder_threads=job.decoder_threads,
+                    decoder=job.sampling.decoder,
+                )
             )
             for index, time_s, frame in frames:
                 name = f"{index:06d}{image_suffix(job.sampling.jpeg_quality)}"

@@ -78,11 +78,12 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def probe_video(path: str | os.PathLike, *, min_frames: int = 2) -> VideoInfo:
+def probe_video(path: str | os.PathLike, *, min_frames: int = 2, check_tail: bool = True) -> VideoInfo:
     """Open a video and check it decodes from its first to (about) its last frame.
 
     Raises VideoError with the reason when the file is empty, not a video, has no video stream,
-    has fewer than `min_frames` frames, or is cut short.
+    has fewer than `min_frames` frames, or is cut short. Without `check_tail` the header's frame count is
+    taken as it is (no decode from the last keyframe), and a cut-short file is found only by reading it.
     """
     path = Path(path)
     if path.stat().st_size == 0:
@@ -104,7 +105,7 @@ def probe_video(path: str | os.PathLike, *, min_frames: int = 2) -> VideoInfo:
         height, width = frame.shape[:2]
         if frames <= 0:
             frames = _count_frames(capture)
-        decodable = _frames_decodable(capture, frames)
+        decodable = _frames_decodable(capture, frames) if check_tail else frames
         if decodable < frames - _TAIL_FRAMES_TRIED:
             raise VideoError(
                 f"truncated or corrupt: header promises {frames} frames but decoding stops at frame {decodable}"
