@@ -301,18 +301,39 @@ def promote(version: str, name: str, alias: str = CHAMPION) -> str | None:
     return None if previous is None else str(previous)
 
 
+@dataclass(frozen=True)
+class ModelReference:
+    """A registry URI taken apart: `models:/name@alias` or `models:/name/version`."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+
+def split_model_uri(model_uri: str) -> ModelReference | None:
+    """The name and alias or version of a models:/ URI; None for anything else (a run or file URI)."""
+    if not model_uri.startswith("models:/"):
+        return None
+    reference = model_uri[len("models:/") :]
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+        return ModelReference(name, alias=alias)
+    name, _, version = reference.rpartition("/")
+    return ModelReference(name, version=version)
+
+
 def resolve_version(model_uri: str) -> str:
     """The version a models:/ URI points at; unknown names or aliases list what exists."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    if not model_uri.startswith("models:/"):
+    reference = split_model_uri(model_uri)
+    if reference is None:
         return ""
-    reference = model_uri[len("models:/") :]
-    name, _, rest = reference.partition("@") if "@" in reference else reference.partition("/")
+    name, rest = reference.name, reference.alias or reference.version
     client = MlflowClient()
     require_registered(client, name)
-    if "@" in reference:
+    if reference.alias is not None:
         try:
             return str(client.get_model_version_by_alias(name, rest).version)
         except MlflowException:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from torch import nn
 
 from deepfake.config import STRATEGIES, AggregationParams, EvaluateParams
 from deepfake.errors import DataError
@@ -27,7 +26,7 @@ from deepfake.evaluation.metrics import (
     reliability,
 )
 from deepfake.images import down_up, read_image, stored
-from deepfake.model.scores import p_fake
+from deepfake.model.scores import FaceClassifier, p_fake
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +42,12 @@ def degradations(params: EvaluateParams) -> dict:
 
 
 def crop_logits(
-    model: nn.Module, crops: list[str], faces_dir: str | os.PathLike, size: int, params: EvaluateParams, degrade=None
+    model: FaceClassifier,
+    crops: list[str],
+    faces_dir: str | os.PathLike,
+    size: int,
+    params: EvaluateParams,
+    degrade=None,
 ) -> np.ndarray:
     """Logits for crop files, read a batch at a time so a large test split never sits in memory."""
     out = []
@@ -87,7 +91,7 @@ def evaluate(
     faces: pd.DataFrame,
     videos: pd.DataFrame,
     faces_dir: str | os.PathLike,
-    model: nn.Module,
+    model: FaceClassifier,
     *,
     input_size: int,
     aggregation: AggregationParams,

@@ -80,29 +80,28 @@ def local_model(model_uri: str) -> tuple[str, Path] | None:
     """(version, model folder) of `models:/name@alias` or `models:/name/version` in a SQLite registry whose
     artifacts are local files; None whenever that does not hold or the lookup finds nothing (MLflow then
     loads it, or says what exists)."""
-    from deepfake.tracking import tracking_uri
+    from deepfake.tracking import split_model_uri, tracking_uri
 
     uri = tracking_uri()
-    if not model_uri.startswith("models:/") or not uri.startswith("sqlite:///"):
+    reference = split_model_uri(model_uri)
+    if reference is None or not uri.startswith("sqlite:///"):
         return None
     database = Path(uri[len("sqlite:///") :])
-    reference = model_uri[len("models:/") :]
-    name, alias = reference.split("@", 1) if "@" in reference else (reference.rsplit("/", 1)[0], None)
+    name, version = reference.name, reference.version
     try:
         with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
-            if alias is not None:
+            if reference.alias is not None:
                 row = connection.execute(
-                    "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?", (name, alias)
+                    "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?",
+                    (name, reference.alias),
                 ).fetchone()
                 if row is None:
                     return None
                 version = str(row[0])
-            else:
-                version = reference.rsplit("/", 1)[1]
             row = connection.execute(
                 "SELECT storage_location FROM model_versions WHERE name = ? AND version = ?", (name, version)
             ).fetchone()
-    except (sqlite3.Error, ValueError, IndexError):
+    except (sqlite3.Error, ValueError):
         return None
     if row is None or not row[0]:
         return None
