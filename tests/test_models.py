@@ -12,7 +12,7 @@ import torch
 from skimage import data
 
 from deepfake.errors import ConfigError, WeightsUnavailable
-from deepfake.model.augment import Degrade, SelfBlend, bend, face_outline
+from deepfake.model.augment import Degrade, SelfBlend, bend, face_outline, smooth
 from deepfake.model.backbones import BACKBONES
 from deepfake.model.classifier import Classifier, build_classifier
 from deepfake.model.transforms import to_tensor
@@ -161,6 +161,23 @@ def test_bend_moves_each_point_smoothly_by_at_most_the_amount():
         assert np.abs(inside).max() <= 3.0 + 1e-3 and np.abs(inside).max() > 1.0
         assert np.abs(np.diff(inside, axis=0)).max() < 0.5 and np.abs(np.diff(inside, axis=1)).max() < 0.5
     assert np.array_equal(bend(ramp_x, np.random.default_rng(4), 0.0), ramp_x)
+
+
+def test_smooth_removes_fine_texture_but_keeps_edges_where_blur_does_not():
+    # A step edge under camera-like noise: the smoothed face's mismatch is "no noise, same edges".
+    image = np.full((64, 64, 3), 80, np.uint8)
+    image[:, 32:] = 200
+    noisy = np.clip(image + np.random.default_rng(0).normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+    smoothed = smooth(noisy, np.random.default_rng(1), (20.0, 60.0)).astype(float)
+    blurred = cv2.GaussianBlur(noisy, (0, 0), 2.0).astype(float)
+    flat = (slice(8, 56), slice(4, 24))
+
+    def edge(picture):
+        return np.abs(np.diff(picture[:, 28:36, 0], axis=1)).max(axis=1).mean()
+
+    assert smoothed[flat].std() < 0.5 * noisy[flat].std()
+    assert edge(smoothed) > 0.8 * (200 - 80) and edge(blurred) < 0.5 * (200 - 80)
+    assert np.array_equal(smooth(noisy, np.random.default_rng(1), (20.0, 60.0)), smoothed.astype(np.uint8))
 
 
 def test_degrade_is_seeded_and_keeps_shape():

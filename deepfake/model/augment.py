@@ -68,6 +68,12 @@ def shift(crop: np.ndarray, rng: np.random.Generator, fraction: float) -> np.nda
     return cv2.warpAffine(crop, matrix, (width, height), borderMode=cv2.BORDER_REFLECT101)
 
 
+def smooth(image: np.ndarray, rng: np.random.Generator, colour: tuple[float, float]) -> np.ndarray:
+    """Noise and fine texture averaged away, edges kept: a bilateral filter only averages across grey-level steps
+    smaller than about `colour`, so skin turns smooth while eyes, lips and the face's outline stay crisp."""
+    return cv2.bilateralFilter(image, int(rng.choice([5, 7, 9])), rng.uniform(*colour), 5.0)
+
+
 def bend(image: np.ndarray, rng: np.random.Generator, amount: float, grid: int = 4) -> np.ndarray:
     """The image resampled through a smooth random displacement field moving each point by up to `amount` px."""
     height, width = image.shape[:2]
@@ -90,13 +96,17 @@ class SelfBlend:
 
     The model sees the traces blending leaves (a boundary, a colour and sharpness mismatch) without any one
     manipulation method's fingerprint. The source is blurred, sharpened or resampled at a lower resolution
-    (the paper's source augmentation); sharpening too, so that "blurry face" alone never means fake.
+    (the paper's source augmentation); sharpening too, so that "blurry face" alone never means fake. It may
+    also be smoothed with edges kept: a generated face lacks the camera noise and skin texture around it
+    while its eyes and mouth stay crisp, a mismatch plain blur does not make.
     """
 
     scale: tuple[float, float] = (0.95, 1.05)
     max_shift: float = 0.03
     blur_sigma: tuple[float, float] = (0.5, 1.5)
     downscale: tuple[float, float] = (0.25, 0.7)
+    smooth: float = 0.2  # chance of edge-preserving smoothing (bilateral filter)...
+    smooth_colour: tuple[float, float] = (20.0, 60.0)  # ...averaging across grey-level steps up to about this size
     bend: float = 0.5  # chance the source's inner geometry is bent by a smooth random displacement field...
     bend_amount: tuple[float, float] = (0.02, 0.1)  # ...moving points by up to this many eye distances
     mask_blur: tuple[float, float] = (0.03, 0.2)  # the edge's Gaussian sigma in eye distances: crisp to very soft
@@ -111,12 +121,14 @@ class SelfBlend:
     def _source(self, crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         source = jitter_colour(crop, rng, gain=0.15, brightness=20, hue=6, saturation=0.2)
         roll = rng.random()
-        if roll < 0.3:
+        if roll < 0.25:
             source = cv2.GaussianBlur(source, (0, 0), rng.uniform(*self.blur_sigma))
-        elif roll < 0.45:
+        elif roll < 0.4:
             soft = cv2.GaussianBlur(source, (0, 0), 1.0)
             source = np.clip(source.astype(np.float32) * 1.6 - soft.astype(np.float32) * 0.6, 0, 255).astype(np.uint8)
-        elif roll < 0.75:
+        elif roll < 0.4 + self.smooth:
+            source = smooth(source, rng, self.smooth_colour)
+        elif roll < 0.65 + self.smooth:
             # Generated faces are made at a lower resolution than the frame they are pasted into.
             source = down_up(source, rng.uniform(*self.downscale))
         height, width = crop.shape[:2]
