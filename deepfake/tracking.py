@@ -318,7 +318,7 @@ def split_model_uri(model_uri: str) -> ModelReference | None:
     if "@" in reference:
         name, alias = reference.split("@", 1)
         return ModelReference(name, alias=alias)
-    name, _, version = reference.rpartition("/")
+    name, _, version = reference.partition("/")
     return ModelReference(name, version=version)
 
 
