@@ -81,16 +81,18 @@ def _pyav_frames(path: Path, indices: list[int], report: FrameReadReport, thread
         rate = float(stream.average_rate or stream.guessed_rate or 0) or None
         wanted = iter(indices)
         target = next(wanted, None)
+        if target is None:
+            return
         position = 0
         try:
             for frame in container.decode(stream):
-                if target is None:
-                    return
                 if position == target:
                     report.read += 1
                     seconds = frame.time if frame.time is not None else position / (rate or 1.0)
                     yield position, float(seconds), upright(frame.to_ndarray(format="bgr24"), frame.rotation)
                     target = next(wanted, None)
+                    if target is None:
+                        return  # no frame past the last sample is decoded
                 position += 1
         except av.FFmpegError:
             pass  # a damaged stream: the frames before the damage are kept, and the note says so
