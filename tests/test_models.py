@@ -188,3 +188,27 @@ def test_degrade_is_seeded_and_keeps_shape():
     assert np.array_equal(first, degrade(crop, np.random.default_rng(5)))
     assert np.array_equal(Degrade(flip=0, colour=0, jpeg=0, rescale=0, shift=0)(crop, np.random.default_rng(0)), crop)
     json.dumps(Degrade().__dict__)  # plain settings, printable in a run's params
+
+
+def test_a_swap_pastes_another_face_aligned_to_this_ones_landmarks_with_this_ones_colours():
+    from deepfake.model.augment import align_face, match_colour
+
+    crop, landmarks = _astronaut_crop()
+    # The donor: the same face mirrored, shrunk and tinted, so alignment and colour matching have work to do.
+    small = cv2.resize(crop, None, fx=0.8, fy=0.8)
+    donor = cv2.copyMakeBorder(small, 0, 224 - small.shape[0], 0, 224 - small.shape[1], cv2.BORDER_REFLECT101)
+    donor = np.clip(donor.astype(int) + (40, -20, 0), 0, 255).astype(np.uint8)
+    donor_landmarks = landmarks * 0.8
+    aligned = align_face(donor, donor_landmarks, landmarks, crop.shape[:2])
+    face = np.zeros(crop.shape[:2], np.uint8)
+    cv2.fillConvexPoly(face, cv2.convexHull(landmarks.astype(np.int32)), 1)
+    inside = face.astype(bool)
+    matched = match_colour(aligned, crop, inside)
+    assert np.abs(matched[inside].astype(int) - crop[inside]).mean() < 6  # back on the face, in its colours
+    assert np.abs(aligned[inside].astype(int) - crop[inside]).mean() > 15  # the tint alone was far off
+
+    blend = SelfBlend()
+    swapped = blend(crop, landmarks, np.random.default_rng(5), (donor, donor_landmarks))
+    assert swapped.shape == crop.shape and swapped.dtype == np.uint8
+    assert np.array_equal(swapped, blend(crop, landmarks, np.random.default_rng(5), (donor, donor_landmarks)))
+    assert not np.array_equal(swapped, blend(crop, landmarks, np.random.default_rng(5)))

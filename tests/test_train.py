@@ -117,7 +117,7 @@ def test_self_blending_trains_on_real_faces_only_and_balances_each_item(faces):
 def test_a_real_face_and_its_pseudo_fake_get_the_same_degradation(faces):
     table, faces_dir = faces
     dataset = FaceCrops(training_rows(table, TINY, "train"), faces_dir, size=64, train=True, fakes="self_blend", seed=0)
-    dataset.blend = lambda crop, landmarks, rng: crop.copy()  # a blend that changes nothing: only degradation is left
+    dataset.blend = lambda crop, landmarks, rng, donor=None: crop.copy()  # a blend that changes nothing: only degradation is left
     for epoch in range(3):
         dataset.set_epoch(epoch)
         for index in range(len(dataset)):
@@ -133,7 +133,7 @@ def test_h264_degradation_is_shared_by_the_pair_and_deterministic(faces):
     dataset = FaceCrops(
         rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, degrade=Degrade(h264=1.0, jpeg=0.0)
     )
-    dataset.blend = lambda crop, landmarks, rng: crop.copy()
+    dataset.blend = lambda crop, landmarks, rng, donor=None: crop.copy()
     (real, _), (fake, _) = dataset[0]
     assert torch.equal(real, fake) and torch.equal(real, dataset[0][0][0])
     plain = FaceCrops(rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, degrade=Degrade(jpeg=0.0))
@@ -293,3 +293,21 @@ def test_two_process_gloo_ddp_training_on_cpu(faces, tmp_path):
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
     assert not torch.equal(weights[0]["head.1.weight"], initial["head.1.weight"])  # it did train
     assert (tmp_path / "checkpoint.pt").is_file()  # written by rank 0 alone
+
+
+def test_a_swap_takes_its_face_from_another_person_and_only_in_training(faces):
+    table, faces_dir = faces
+    rows = training_rows(table, TINY, "train")
+    dataset = FaceCrops(rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, swap=1.0)
+    donors = []
+    dataset.blend = lambda crop, landmarks, rng, donor=None: donors.append(donor) or crop.copy()
+    for index in range(len(dataset)):
+        dataset[index]
+    assert any(d is not None for d in donors)
+    people = rows["video_id"].to_numpy()
+    for index in range(len(dataset)):  # a donor is never the same person (same video)
+        donor = dataset._donor(index, np.random.default_rng(index))
+        if donor is not None:
+            [match] = [j for j, path in enumerate(dataset.paths) if np.array_equal(dataset.landmarks[j], donor[1])][:1]
+            assert people[match] != people[index]
+    assert FaceCrops(rows, faces_dir, size=64, train=False, fakes="self_blend", seed=0, swap=1.0).swap == 0.0

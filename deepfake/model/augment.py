@@ -112,14 +112,56 @@ class SelfBlend:
     mask_blur: tuple[float, float] = (0.03, 0.2)  # the edge's Gaussian sigma in eye distances: crisp to very soft
     amplitudes: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
 
-    def __call__(self, crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        source = self._source(crop, landmarks, rng)
+    def __call__(
+        self,
+        crop: np.ndarray,
+        landmarks: np.ndarray,
+        rng: np.random.Generator,
+        donor: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """`donor`, another person's (crop, landmarks): their face is pasted instead of this face's own copy."""
+        if donor is None:
+            source = self._source(crop, landmarks, rng)
+        else:
+            source = self._swapped(crop, landmarks, *donor, rng)
         mask = self._mask(crop.shape[:2], landmarks, rng)[..., None]
         blended = source.astype(np.float32) * mask + crop.astype(np.float32) * (1 - mask)
         return np.clip(blended, 0, 255).astype(np.uint8)
 
     def _source(self, crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        source = jitter_colour(crop, rng, gain=0.15, brightness=20, hue=6, saturation=0.2)
+        source = self._resample(jitter_colour(crop, rng, gain=0.15, brightness=20, hue=6, saturation=0.2), rng)
+        height, width = crop.shape[:2]
+        scale = rng.uniform(*self.scale)
+        dx, dy = rng.uniform(-self.max_shift, self.max_shift, size=2) * (width, height)
+        matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 0.0, scale)
+        matrix[:, 2] += (dx, dy)
+        source = cv2.warpAffine(source, matrix, (width, height), borderMode=cv2.BORDER_REFLECT101)
+        if rng.random() < self.bend:
+            # A generated face never lines up with the one beneath it everywhere: eyes, mouth and jaw drift apart
+            # locally (re-enactment, imperfect alignment), not only by one global scale and shift.
+            source = bend(source, rng, rng.uniform(*self.bend_amount) * eye_distance(landmarks))
+        return source
+
+    def _swapped(
+        self,
+        crop: np.ndarray,
+        landmarks: np.ndarray,
+        donor: np.ndarray,
+        donor_landmarks: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Another person's face on this one's landmarks, its colours matched inside the face (as face swappers
+        do), made with the same source changes as a self-blend: what is left is a different skin, texture and
+        capture inside the mask than around it (the blended images of Face X-ray, Li et al., CVPR 2020)."""
+        aligned = align_face(donor, donor_landmarks, landmarks, crop.shape[:2])
+        inside = np.zeros(crop.shape[:2], np.uint8)
+        cv2.fillConvexPoly(inside, cv2.convexHull(face_outline(landmarks, rng).astype(np.int32)), 1)
+        source = self._resample(match_colour(aligned, crop, inside.astype(bool)), rng)
+        if rng.random() < self.bend:
+            source = bend(source, rng, rng.uniform(*self.bend_amount) * eye_distance(landmarks))
+        return source
+
+    def _resample(self, source: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         roll = rng.random()
         if roll < 0.25:
             source = cv2.GaussianBlur(source, (0, 0), rng.uniform(*self.blur_sigma))
@@ -131,16 +173,6 @@ class SelfBlend:
         elif roll < 0.65 + self.smooth:
             # Generated faces are made at a lower resolution than the frame they are pasted into.
             source = down_up(source, rng.uniform(*self.downscale))
-        height, width = crop.shape[:2]
-        scale = rng.uniform(*self.scale)
-        dx, dy = rng.uniform(-self.max_shift, self.max_shift, size=2) * (width, height)
-        matrix = cv2.getRotationMatrix2D((width / 2, height / 2), 0.0, scale)
-        matrix[:, 2] += (dx, dy)
-        source = cv2.warpAffine(source, matrix, (width, height), borderMode=cv2.BORDER_REFLECT101)
-        if rng.random() < self.bend:
-            # A generated face never lines up with the one beneath it everywhere: eyes, mouth and jaw drift apart
-            # locally (re-enactment, imperfect alignment), not only by one global scale and shift.
-            source = bend(source, rng, rng.uniform(*self.bend_amount) * eye_distance(landmarks))
         return source
 
     def _mask(self, shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -186,3 +218,32 @@ def face_outline(landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def eye_distance(landmarks: np.ndarray) -> float:
     left_eye, right_eye = np.asarray(landmarks, np.float32).reshape(5, 2)[:2]
     return max(1.0, float(np.linalg.norm(right_eye - left_eye)))
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray, onto: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`image` rotated, scaled and moved so that its five landmarks best cover `onto` (least squares)."""
+    matrix, _ = cv2.estimateAffinePartial2D(
+        np.asarray(landmarks, np.float32).reshape(5, 2), np.asarray(onto, np.float32).reshape(5, 2)
+    )
+    if matrix is None:  # degenerate landmarks: no similarity fits, keep the image where it is
+        matrix = np.float32([[1, 0, 0], [0, 1, 0]])
+    return cv2.warpAffine(image, matrix, (shape[1], shape[0]), borderMode=cv2.BORDER_REFLECT101)
+
+
+def match_colour(image: np.ndarray, reference: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Reinhard colour transfer: each Lab channel of `image` shifted and scaled so that inside `region` its mean
+    and spread are the reference's there."""
+    source = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).astype(np.float32)
+    target = cv2.cvtColor(reference, cv2.COLOR_BGR2LAB).astype(np.float32)
+    if not region.any():
+        return image
+    mean_s, std_s = source[region].mean(axis=0), source[region].std(axis=0) + 1e-3
+    mean_t, std_t = target[region].mean(axis=0), target[region].std(axis=0)
+    moved = (source - mean_s) * (std_t / std_s) + mean_t
+    return cv2.cvtColor(np.clip(moved, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+
+def pose(landmarks: np.ndarray) -> np.ndarray:
+    """The five landmarks centred and scaled to unit eye distance: faces turned alike have nearby poses."""
+    points = np.asarray(landmarks, np.float32).reshape(5, 2)
+    return ((points - points.mean(axis=0)) / eye_distance(points)).ravel()

@@ -28,7 +28,7 @@ from deepfake.atomic import atomic_path
 from deepfake.config import ModelParams, TrainParams
 from deepfake.errors import DataError, first_line
 from deepfake.images import read_image
-from deepfake.model.augment import Degrade, SelfBlend
+from deepfake.model.augment import Degrade, SelfBlend, pose
 from deepfake.model.backbones import WeightsOrigin
 from deepfake.model.classifier import Classifier, build_classifier, fake_logit
 from deepfake.model.scores import p_fake
@@ -54,6 +54,7 @@ class FaceCrops(torch.utils.data.Dataset):
         fakes: str,
         seed: int,
         degrade: Degrade | None = None,
+        swap: float = 0.0,
     ) -> None:
         self.paths = [str(faces_dir / crop) for crop in rows["crop"]]
         self.labels = rows["label_id"].astype(int).to_numpy()
@@ -61,6 +62,11 @@ class FaceCrops(torch.utils.data.Dataset):
         self.size, self.train, self.fakes, self.seed = size, train, fakes, seed
         self.epoch = 0
         self.degrade, self.blend = degrade or Degrade(), SelfBlend()
+        # Pseudo-fakes may take their inner face from another person's real face (training only).
+        self.swap = swap if train else 0.0
+        self.people = rows["video_id"].to_numpy() if "video_id" in rows else np.arange(len(rows))
+        self.donors = np.flatnonzero(self.labels == 0)
+        self.poses = np.stack([pose(points) for points in self.landmarks]) if self.landmarks else np.zeros((0, 10))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -74,13 +80,25 @@ class FaceCrops(torch.utils.data.Dataset):
         images = [(crop, int(self.labels[index]))]
         if self.fakes != "dataset" and self.labels[index] == 0:
             # Landmarks are in the saved crop's pixels; blending happens before the resize to the input size.
-            images.append((self.blend(crop, self.landmarks[index], rng), 1))
+            donor = self._donor(index, rng) if self.swap and rng.random() < self.swap else None
+            images.append((self.blend(crop, self.landmarks[index], rng, donor), 1))
         if self.train:
             # A real face and its pseudo-fake get the same degradation (as in the SBI paper), so the pair differs
             # only by the blend: compression, blur or colour alone never tell them apart.
             degradation = int(rng.integers(2**32))
             images = [(self.degrade(image, np.random.default_rng(degradation)), label) for image, label in images]
         return [(to_tensor([image], self.size)[0], label) for image, label in images]
+
+
+    def _donor(self, index: int, rng: np.random.Generator, candidates: int = 64) -> tuple[np.ndarray, np.ndarray] | None:
+        """A real face of another person turned most like this one, among a few drawn at random (Face X-ray
+        picks by landmarks too: a swap needs a face in the same pose)."""
+        drawn = self.donors[rng.integers(len(self.donors), size=candidates)] if len(self.donors) else []
+        others = [j for j in drawn if self.people[j] != self.people[index]]
+        if not others:
+            return None
+        best = min(others, key=lambda j: float(np.sum((self.poses[j] - self.poses[index]) ** 2)))
+        return read_image(self.paths[best]), self.landmarks[best]
 
 
 def collate_pairs(items: list[list[tuple[torch.Tensor, int]]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -291,6 +309,7 @@ def fit(
         fakes=params.fakes,
         seed=params.seed,
         degrade=Degrade(h264=params.h264),
+        swap=params.swap,
     )
     if len(train_set) == 0:
         raise DataError(
