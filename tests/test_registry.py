@@ -115,11 +115,13 @@ def test_the_local_registry_loads_without_mlflow_or_torch_and_scores_as_mlflow_d
     root, _ = store
     ensure_champion(store)
     clip = str(next((root / "clips").glob("*.mp4")))
+    # `deepfake predict CLIP` as a user runs it, then which heavy modules it imported.
     code = (
-        "import json, sys; from deepfake.serving.loading import load_detector_model; "
-        "loaded = load_detector_model('models:/deepfake-detector@champion'); row = loaded.detector.predict(sys.argv[1]); "
-        "print(json.dumps({'mlflow': 'mlflow' in sys.modules, 'torch': 'torch' in sys.modules, "
-        "'p_fake': row['p_fake'], 'faces': row['faces'], 'version': loaded.version}))"
+        "import json, runpy, sys\n"
+        "sys.argv = ['deepfake', 'predict', sys.argv[1]]\n"
+        "try:\n    runpy.run_module('deepfake.cli', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(json.dumps({'mlflow': 'mlflow' in sys.modules, 'torch': 'torch' in sys.modules}))"
     )
     runs = [
         subprocess.run(
@@ -128,8 +130,9 @@ def test_the_local_registry_loads_without_mlflow_or_torch_and_scores_as_mlflow_d
         for _ in range(2)  # the first may export the networks to ONNX (with torch) into the cache
     ]
     assert runs[1].returncode == 0, runs[1].stderr
-    fast = json.loads(runs[1].stdout.splitlines()[-1])
-    assert not fast["mlflow"] and not fast["torch"]
+    row, imported = map(json.loads, runs[1].stdout.splitlines()[-2:])
+    assert imported == {"mlflow": False, "torch": False}
+    fast = row
     through_mlflow = mlflow.pyfunc.load_model("models:/deepfake-detector@champion").predict(
         pd.DataFrame({"video": [clip]})
     )

@@ -45,8 +45,9 @@ def load_detector_model(model_uri: str) -> LoadedDetector:
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    from deepfake.tracking import resolve_version
+    from deepfake.tracking import connect, resolve_version
 
+    connect(experiment=False)
     version = resolve_version(model_uri)
     try:
         model = mlflow.pyfunc.load_model(model_uri)
