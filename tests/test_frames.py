@@ -407,3 +407,68 @@ def test_pyav_decodes_the_frames_opencv_decodes(name):
 def test_the_decoder_is_a_setting_with_a_clear_error():
     with pytest.raises(ConfigError, match="frames.decoder must be one of pyav, opencv"):
         FrameSampling(decoder="gstreamer")
+
+
+def _decoded(generator):
+    return [(index, round(seconds, 6), image) for index, seconds, image in generator]
+
+
+@pytest.mark.parametrize("name", ["deepfake-detect--abofeumbvv.mp4", "ffpp-c40--orig_183.mp4"])
+def test_skipping_unsampled_b_frames_gives_the_frames_counting_gives(name):
+    from deepfake.video import frames
+
+    path = SHARED_VIDEOS / "videos" / name
+    if not path.is_file():
+        pytest.skip(f"shared clip {path} not found")
+    info = probe_video(path)
+    indices = sample_frame_indices(info.frames, info.fps, FrameSampling())
+    # The skipping path itself, not its fallback: these H.264 clips have B-frames and clean timestamps.
+    skipped = [(i, round(t, 6), image) for i, t, image in frames._pyav_skipping(path, indices, 0)]
+    counted = _decoded(frames._pyav_counting(path, indices, FrameReadReport(), 0))
+    assert [i for i, _, _ in skipped] == [i for i, _, _ in counted] == indices
+    assert [t for _, t, _ in skipped] == [t for _, t, _ in counted]
+    for (_, _, ours), (_, _, theirs) in zip(skipped, counted):
+        np.testing.assert_array_equal(ours.to_ndarray(format="bgr24"), theirs)
+
+
+def test_skipping_falls_back_to_counting_without_repeating_a_frame(tmp_path, ffmpeg):
+    """A stream that ends before its header says: the frames given before the doubt are not given again, and
+    the note says where decoding stopped, as counting alone says it."""
+    from deepfake.video import frames
+
+    source = tmp_path / "whole.mp4"
+    subprocess.run(
+        [
+            ffmpeg,
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=25:duration=4",
+            "-c:v",
+            "libx264",
+            "-bf",
+            "3",
+            "-pix_fmt",
+            "yuv420p",
+            "-movflags",
+            "+faststart",
+            str(source),
+        ],
+        check=True,
+    )
+    whole = source.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole[: int(len(whole) * 0.6)])
+    indices = list(range(0, 100, 7))
+    report = FrameReadReport()
+    got = list(read_frames(cut, indices, report=report))
+    positions = [i for i, _, _ in got]
+    assert positions == sorted(set(positions)) and positions == indices[: len(positions)]
+    counted = FrameReadReport(requested=len(indices))
+    assert positions == [i for i, _, _ in frames._pyav_counting(cut, indices, counted, 0)]
+    assert report.read == counted.read == len(positions) < len(indices)
+    assert report.note == counted.note and report.note.startswith("decoding stopped at frame")
+    # All of the clip when nothing is cut: every sample from the skipping path, with B-frames in the stream.
+    assert [i for i, _, _ in frames._pyav_skipping(source, indices, 0)] == indices

@@ -117,7 +117,9 @@ def test_self_blending_trains_on_real_faces_only_and_balances_each_item(faces):
 def test_a_real_face_and_its_pseudo_fake_get_the_same_degradation(faces):
     table, faces_dir = faces
     dataset = FaceCrops(training_rows(table, TINY, "train"), faces_dir, size=64, train=True, fakes="self_blend", seed=0)
-    dataset.blend = lambda crop, landmarks, rng, donor=None: crop.copy()  # a blend that changes nothing: only degradation is left
+    dataset.blend = lambda crop, landmarks, rng, donor=None: (
+        crop.copy()
+    )  # a blend that changes nothing: only degradation is left
     for epoch in range(3):
         dataset.set_epoch(epoch)
         for index in range(len(dataset)):

@@ -89,8 +89,9 @@ class FaceCrops(torch.utils.data.Dataset):
             images = [(self.degrade(image, np.random.default_rng(degradation)), label) for image, label in images]
         return [(to_tensor([image], self.size)[0], label) for image, label in images]
 
-
-    def _donor(self, index: int, rng: np.random.Generator, candidates: int = 64) -> tuple[np.ndarray, np.ndarray] | None:
+    def _donor(
+        self, index: int, rng: np.random.Generator, candidates: int = 64
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         """A real face of another person turned most like this one, among a few drawn at random (Face X-ray
         picks by landmarks too: a swap needs a face in the same pose)."""
         drawn = self.donors[rng.integers(len(self.donors), size=candidates)] if len(self.donors) else []
