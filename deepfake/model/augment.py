@@ -233,10 +233,10 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, onto: np.ndarray, shape
 def match_colour(image: np.ndarray, reference: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Reinhard colour transfer: each Lab channel of `image` shifted and scaled so that inside `region` its mean
     and spread are the reference's there."""
-    source = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).astype(np.float32)
-    target = cv2.cvtColor(reference, cv2.COLOR_BGR2LAB).astype(np.float32)
     if not region.any():
         return image
+    source = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).astype(np.float32)
+    target = cv2.cvtColor(reference, cv2.COLOR_BGR2LAB).astype(np.float32)
     mean_s, std_s = source[region].mean(axis=0), source[region].std(axis=0) + 1e-3
     mean_t, std_t = target[region].mean(axis=0), target[region].std(axis=0)
     moved = (source - mean_s) * (std_t / std_s) + mean_t

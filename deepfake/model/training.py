@@ -64,7 +64,7 @@ class FaceCrops(torch.utils.data.Dataset):
         self.degrade, self.blend = degrade or Degrade(), SelfBlend()
         # Pseudo-fakes may take their inner face from another person's real face (training only).
         self.swap = swap if train else 0.0
-        self.people = rows["video_id"].to_numpy() if "video_id" in rows else np.arange(len(rows))
+        self.people = rows["video_id"].to_numpy()  # a donor is never from the same video (the same person)
         self.donors = np.flatnonzero(self.labels == 0)
         self.poses = np.stack([pose(points) for points in self.landmarks]) if self.landmarks else np.zeros((0, 10))
 

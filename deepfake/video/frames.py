@@ -94,20 +94,13 @@ def _pyav_skipping(path: Path, indices: list[int], threads: int):
     """(position, seconds, frame) of each sampled frame, decoding every frame others refer to but, of the rest, only
     the sampled ones: with B-frames no frame refers to (x264's default; 148 of the DFDC clip's 300 frames)
     that is about 40% less decoding. A frame's position is its timestamp's rank among the packets' timestamps,
-    checked as frames come out in display order; any doubt raises _Unsure, before or after frames were given."""
+    checked as frames come out in display order; any doubt raises _Unsure, before or after frames were given.
+    A file FFmpeg cannot open, or one without video, raises VideoError as counting would."""
     import av
 
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, UnicodeDecodeError):
-        raise _Unsure from None
+    container, stream = _open_video(path, threads)
     with container:
-        if not container.streams.video:
-            raise _Unsure
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         context = stream.codec_context
-        context.thread_count = threads
         if not context.has_b_frames:
             raise _Unsure  # every frame is a reference frame: nothing to skip
         wanted, targets = set(indices), iter(indices)
@@ -157,20 +150,29 @@ def _pyav_skipping(path: Path, indices: list[int], threads: int):
             raise _Unsure from None
 
 
-def _pyav_counting(path: Path, indices: list[int], report: FrameReadReport, threads: int):
+def _open_video(path: Path, threads: int):
+    """(container, its first video stream) set for frame-threaded decoding; VideoError when there is none."""
     import av
 
     try:
         container = av.open(str(path))
     except (av.FFmpegError, UnicodeDecodeError) as error:
         raise VideoError(f"{path.name}: FFmpeg cannot open it ({first_line(error)})") from None
+    if not container.streams.video:
+        container.close()
+        raise VideoError(f"{path.name}: no video stream")
+    stream = container.streams.video[0]
+    # Frame threads decode several frames at once: most of a 1080p clip's time goes to decoding.
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = threads
+    return container, stream
+
+
+def _pyav_counting(path: Path, indices: list[int], report: FrameReadReport, threads: int):
+    import av
+
+    container, stream = _open_video(path, threads)
     with container:
-        if not container.streams.video:
-            raise VideoError(f"{path.name}: no video stream")
-        stream = container.streams.video[0]
-        # Frame threads decode several frames at once: most of a 1080p clip's time goes to decoding.
-        stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = threads
         rate = float(stream.average_rate or stream.guessed_rate or 0) or None
         wanted = iter(indices)
         target = next(wanted, None)
