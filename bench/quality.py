@@ -3,13 +3,14 @@ the recipe trained afresh.
 
 Sets (from ../shared/data):
   dev     dev-videos: DeepFaceLive swaps, each beside its identically encoded original, plus other real clips;
-  ffpp    the FaceForensics++ c23/c40 pairs in real-videos: each fake with the original it was made from.
+  ffpp    the FaceForensics++ c23/c40 pairs in real-videos: each fake with the original it was made from;
+  heads   real-videos' SadTalker talking heads (generated whole, no blending boundary) against dev-videos' reals.
 Per set: video AUC with a bootstrap 95% interval, AUC per family (each family's fakes against all the set's
 reals), fakes scored above their own original (of the pairs), log loss of the calibrated P(fake) and the
 constant-prior log loss it must beat, accuracy at the model's own threshold, videos without a face. Rows per
 video go to bench/out/quality/<set>.csv, the summary to bench/out/quality/summary.json.
 
-    python bench/quality.py [--model models:/deepfake-detector@champion] [--sets dev,ffpp] [--project .]
+    python bench/quality.py [--model models:/deepfake-detector@champion] [--sets dev,ffpp,heads] [--project .]
 
 Training half (`--train`): trains the recipe of a workspace's params.yaml (default build/shared-model, the
 one `make shared-model` fills: real-faces photos plus the REAL clips of real-videos) on that workspace's face
@@ -81,7 +82,28 @@ def ffpp_set() -> pd.DataFrame:
     )
 
 
-SETS = {"dev": dev_set, "ffpp": ffpp_set}
+def heads_set() -> pd.DataFrame:
+    """Audio-driven talking heads (SadTalker's outputs in real-videos, several of painted portraits): the whole
+    face is generated, so there is no blending boundary to find. The recipe trains on real-videos' REAL clips
+    only, never on its fakes; they are scored against dev-videos' real clips, which no run trains on. Different
+    sources on each side: a view of this family of fakes, not a fair pairing."""
+    folder = SHARED / "real-videos"
+    sources = pd.read_csv(folder / "sources.csv")
+    fakes = sources[(sources["label"] == "FAKE") & sources["file"].str.startswith("sadtalker--")]
+    heads = pd.DataFrame(
+        {
+            "file": fakes["file"],
+            "label": "FAKE",
+            "family": "sadtalker",
+            "original": "",
+            "path": [str(folder / "videos" / f) for f in fakes["file"]],
+        }
+    )
+    reals = dev_set().query("label == 'REAL'").assign(original="")
+    return pd.concat([heads, reals], ignore_index=True)
+
+
+SETS = {"dev": dev_set, "ffpp": ffpp_set, "heads": heads_set}
 
 
 def summarise(table: pd.DataFrame, threshold: float, frames: pd.DataFrame | None = None) -> dict:
@@ -142,10 +164,12 @@ def bench_faces(name: str, table: pd.DataFrame, config, cache: Path) -> tuple[pd
     from deepfake.data.dataset import combine, scan_source
     from deepfake.video.extraction import update_faces, update_frames
 
-    root = Path(table["path"].iloc[0]).parent.parent
-    scan = scan_source(root)
-    scan.videos = scan.videos[scan.videos["relpath"].isin("videos/" + table["file"])]
-    videos = combine({name: scan}, SplitParams(val=0, test=0)).videos
+    scans = {}
+    for root, files in table.groupby(table["path"].map(lambda p: Path(p).parent.parent))["file"]:
+        scan = scan_source(root)
+        scan.videos = scan.videos[scan.videos["relpath"].isin("videos/" + files)]
+        scans[root.name] = scan
+    videos = combine(scans, SplitParams(val=0, test=0)).videos
     pool = PoolSettings(workers=2, retry_delay_s=0)
     folder = cache / name
     update_frames(videos, folder / "frames", config.frames, pool)
@@ -299,7 +323,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="registered model URI; default: the project's champion")
     parser.add_argument("--project", default=str(ROOT), help="the project whose registry (mlflow.db) to use")
-    parser.add_argument("--sets", default="dev,ffpp")
+    parser.add_argument("--sets", default="dev,ffpp,heads")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "quality"))
     parser.add_argument(
         "--no-round-trip",

@@ -313,3 +313,33 @@ def test_a_swap_takes_its_face_from_another_person_and_only_in_training(faces):
             [match] = [j for j, path in enumerate(dataset.paths) if np.array_equal(dataset.landmarks[j], donor[1])][:1]
             assert people[match] != people[index]
     assert FaceCrops(rows, faces_dir, size=64, train=False, fakes="self_blend", seed=0, swap=1.0).swap == 0.0
+
+
+def test_a_rendered_pseudo_fake_replaces_the_blend_and_only_in_training(faces):
+    table, faces_dir = faces
+    rows = training_rows(table, TINY, "train")
+    dataset = FaceCrops(rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, rendered=1.0)
+    blended, rendered = [], []
+
+    class Recorder:  # records which kind of pseudo-fake each real face got
+        def __call__(self, crop, landmarks, rng, donor=None):
+            blended.append(crop)
+            return crop.copy()
+
+        def rendered(self, crop, rng):
+            rendered.append(crop)
+            return crop.copy()
+
+    dataset.blend = Recorder()
+    for index in range(len(dataset)):
+        items = dataset[index]
+        assert [label for _, label in items] == [0, 1]
+    assert len(rendered) == len(dataset) and not blended
+    validation = FaceCrops(rows, faces_dir, size=64, train=False, fakes="self_blend", seed=0, rendered=1.0)
+    assert validation.rendered == 0.0
+    half = FaceCrops(rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, rendered=0.5)
+    half.blend = Recorder()
+    blended.clear(), rendered.clear()
+    for index in range(len(half)):
+        half[index]
+    assert rendered and blended  # a mix, by chance per face

@@ -74,6 +74,12 @@ def smooth(image: np.ndarray, rng: np.random.Generator, colour: tuple[float, flo
     return cv2.bilateralFilter(image, int(rng.choice([5, 7, 9])), rng.uniform(*colour), 5.0)
 
 
+def sharpen(image: np.ndarray, amount: float = 0.6) -> np.ndarray:
+    """Unsharp masking: edges and fine detail exaggerated by `amount` of their difference from a blur."""
+    soft = cv2.GaussianBlur(image, (0, 0), 1.0)
+    return np.clip(image.astype(np.float32) * (1 + amount) - soft.astype(np.float32) * amount, 0, 255).astype(np.uint8)
+
+
 def bend(image: np.ndarray, rng: np.random.Generator, amount: float, grid: int = 4) -> np.ndarray:
     """The image resampled through a smooth random displacement field moving each point by up to `amount` px."""
     height, width = image.shape[:2]
@@ -166,14 +172,23 @@ class SelfBlend:
         if roll < 0.25:
             source = cv2.GaussianBlur(source, (0, 0), rng.uniform(*self.blur_sigma))
         elif roll < 0.4:
-            soft = cv2.GaussianBlur(source, (0, 0), 1.0)
-            source = np.clip(source.astype(np.float32) * 1.6 - soft.astype(np.float32) * 0.6, 0, 255).astype(np.uint8)
+            source = sharpen(source)
         elif roll < 0.4 + self.smooth:
             source = smooth(source, rng, self.smooth_colour)
         elif roll < 0.65 + self.smooth:
             # Generated faces are made at a lower resolution than the frame they are pasted into.
             source = down_up(source, rng.uniform(*self.downscale))
         return source
+
+    def rendered(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The whole crop as a talking-head generator renders a face: made at a lower resolution and upscaled
+        (by chance), noise and skin texture smoothed away with edges kept, often sharpened after (face
+        enhancers). No blend and no boundary: a head generated whole leaves none, only this too-clean look,
+        which blended pseudo-fakes never teach and real footage, noisy or compressed, does not have."""
+        if rng.random() < 0.5:
+            crop = down_up(crop, rng.uniform(*self.downscale))
+        crop = smooth(smooth(crop, rng, self.smooth_colour), rng, self.smooth_colour)  # smoother than one pass
+        return sharpen(crop) if rng.random() < 0.5 else crop
 
     def _mask(self, shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         points = face_outline(landmarks, rng)

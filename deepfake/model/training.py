@@ -55,6 +55,7 @@ class FaceCrops(torch.utils.data.Dataset):
         seed: int,
         degrade: Degrade | None = None,
         swap: float = 0.0,
+        rendered: float = 0.0,
     ) -> None:
         self.paths = [str(faces_dir / crop) for crop in rows["crop"]]
         self.labels = rows["label_id"].astype(int).to_numpy()
@@ -64,6 +65,8 @@ class FaceCrops(torch.utils.data.Dataset):
         self.degrade, self.blend = degrade or Degrade(), SelfBlend()
         # Pseudo-fakes may take their inner face from another person's real face (training only).
         self.swap = swap if train else 0.0
+        # ...or be the whole face re-rendered, unblended, as a talking-head generator makes it (training only).
+        self.rendered = rendered if train else 0.0
         self.people = rows["video_id"].to_numpy()  # a donor is never from the same video (the same person)
         self.donors = np.flatnonzero(self.labels == 0)
         self.poses = np.stack([pose(points) for points in self.landmarks]) if self.landmarks else np.zeros((0, 10))
@@ -80,8 +83,12 @@ class FaceCrops(torch.utils.data.Dataset):
         images = [(crop, int(self.labels[index]))]
         if self.fakes != "dataset" and self.labels[index] == 0:
             # Landmarks are in the saved crop's pixels; blending happens before the resize to the input size.
-            donor = self._donor(index, rng) if self.swap and rng.random() < self.swap else None
-            images.append((self.blend(crop, self.landmarks[index], rng, donor), 1))
+            if self.rendered and rng.random() < self.rendered:  # drawn only when enabled: other draws unchanged
+                fake = self.blend.rendered(crop, rng)
+            else:
+                donor = self._donor(index, rng) if self.swap and rng.random() < self.swap else None
+                fake = self.blend(crop, self.landmarks[index], rng, donor)
+            images.append((fake, 1))
         if self.train:
             # A real face and its pseudo-fake get the same degradation (as in the SBI paper), so the pair differs
             # only by the blend: compression, blur or colour alone never tell them apart.
@@ -311,6 +318,7 @@ def fit(
         seed=params.seed,
         degrade=Degrade(h264=params.h264),
         swap=params.swap,
+        rendered=params.rendered,
     )
     if len(train_set) == 0:
         raise DataError(
