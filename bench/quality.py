@@ -4,7 +4,8 @@ the recipe trained afresh.
 Sets (from ../shared/data):
   dev     dev-videos: DeepFaceLive swaps, each beside its identically encoded original, plus other real clips;
   ffpp    the FaceForensics++ c23/c40 pairs in real-videos: each fake with the original it was made from;
-  heads   real-videos' SadTalker talking heads (generated whole, no blending boundary) against dev-videos' reals.
+  heads   real-videos' SadTalker talking heads (generated whole, no blending boundary) against dev-videos' reals;
+  pooled  all of the sets' videos together, each once: one AUC across sources, each family against all reals.
 Per set: video AUC with a bootstrap 95% interval, AUC per family (each family's fakes against all the set's
 reals), fakes scored above their own original (of the pairs), log loss of the calibrated P(fake) and the
 constant-prior log loss it must beat, accuracy at the model's own threshold, videos without a face. Rows per
@@ -143,6 +144,13 @@ def summarise(table: pd.DataFrame, threshold: float, frames: pd.DataFrame | None
     }
 
 
+def pooled(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """Every set's videos as one set, each video once: one AUC over all sources and families, as a benchmark of
+    many generators reports it, where per-source offsets count against the model (a family's AUC is then its
+    fakes against all the reals)."""
+    return pd.concat(tables, ignore_index=True).drop_duplicates("file")
+
+
 def paired_auc(scored: pd.DataFrame) -> float | None:
     """AUC of the fakes that name an original against those originals only: within-source, where
     compression and scene are shared, so source cues cannot help."""
@@ -277,10 +285,14 @@ def train_and_score(args) -> None:
             result.history.to_csv(out / f"seed{seed}.history.csv", index=False)
         best = result.history.iloc[result.best_epoch - 1]
         summary["seeds"][seed] = {"best_epoch": result.best_epoch, "history": result.history.to_dict("records")}
+        per_set = {}
         for name, table in sets.items():
             set_faces, set_dir = crops[name]
-            scored, frames = score_crops(result.model, set_faces, set_dir, table, config, calibration[0])
-            scored.to_csv(out / f"seed{seed}.{name}.csv", index=False)
+            per_set[name] = score_crops(result.model, set_faces, set_dir, table, config, calibration[0])
+            per_set[name][0].to_csv(out / f"seed{seed}.{name}.csv", index=False)
+        if len(per_set) > 1:
+            per_set["pooled"] = (pooled([scored for scored, _ in per_set.values()]), None)
+        for name, (scored, frames) in per_set.items():
             result_set = summarise(scored, calibration[1], frames)
             summary["seeds"][seed][name] = result_set
             rows.append(
@@ -368,6 +380,7 @@ def main() -> None:
         "storage_round_trip": not args.no_round_trip,
         "sets": {},
     }
+    tables = []
     for name in args.sets.split(","):
         table = SETS[name]()
         rows = []
@@ -383,8 +396,12 @@ def main() -> None:
             print(f"{name} {number}/{len(table)} {row.file}: {result['verdict']} {result['p_fake']:.3f}", flush=True)
         scored = pd.DataFrame(rows).drop(columns=["Index"])
         scored.to_csv(out / f"{name}.csv", index=False)
+        tables.append(scored)
         summary["sets"][name] = summarise(scored, config.threshold)
         print(json.dumps({name: summary["sets"][name]}, indent=1), flush=True)
+    if len(tables) > 1:
+        summary["sets"]["pooled"] = summarise(pooled(tables), config.threshold)
+        print(json.dumps({"pooled": summary["sets"]["pooled"]}, indent=1), flush=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
