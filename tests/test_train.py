@@ -142,6 +142,30 @@ def test_h264_degradation_is_shared_by_the_pair_and_deterministic(faces):
     assert not torch.equal(real, plain[0][0][0])  # the codec changed the pixels
 
 
+def test_sharpening_is_shared_by_the_pair_and_adds_detail(faces):
+    import cv2
+
+    from deepfake.model.augment import Degrade
+
+    table, faces_dir = faces
+    rows = training_rows(table, TINY, "train")
+    only_sharpen = dict(flip=0.0, colour=0.0, jpeg=0.0, rescale=0.0, shift=0.0)
+    dataset = FaceCrops(
+        rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, degrade=Degrade(sharpen=1.0, **only_sharpen)
+    )
+    dataset.blend = lambda crop, landmarks, rng, donor=None: crop.copy()
+    (real, _), (fake, _) = dataset[0]
+    assert torch.equal(real, fake) and torch.equal(real, dataset[0][0][0])  # alike within the pair, and seeded
+    crop = cv2.imread(str(faces_dir / rows["crop"][0]))
+    sharpened = Degrade(sharpen=1.0, **only_sharpen)(crop, np.random.default_rng(0))
+
+    def detail(image):
+        return cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
+
+    assert detail(sharpened) > 1.2 * detail(crop)
+    assert np.array_equal(Degrade(**only_sharpen)(crop, np.random.default_rng(0)), crop)  # off: untouched
+
+
 def test_h264_round_trip_keeps_odd_sizes_and_loses_detail():
     from deepfake.images import h264
 

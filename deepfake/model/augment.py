@@ -17,7 +17,8 @@ from deepfake.images import down_up, h264, stored
 
 @dataclass(frozen=True)
 class Degrade:
-    """Flip, colour jitter, a small shift, downscale-upscale, JPEG and H.264 recompression, each by chance."""
+    """Flip, colour jitter, a small shift, downscale-upscale, sharpening, JPEG and H.264 recompression, each by
+    chance."""
 
     flip: float = 0.5
     colour: float = 0.5
@@ -33,6 +34,11 @@ class Degrade:
     # "looks like a video frame" from meaning anything, whichever kind the real faces come from.
     h264: float = 0.0
     h264_crf: tuple[int, int] = (23, 38)
+    # Phones, face enhancers (GFPGAN, CodeFormer) and talking-head generators sharpen faces; without this a sharp
+    # face reads as real, a soft one as fake (blending mostly softens the pasted face), and enhanced fakes pass.
+    sharpen: float = 0.0
+    sharpen_amount: tuple[float, float] = (0.3, 2.0)
+    sharpen_sigma: tuple[float, float] = (0.7, 2.0)
 
     def __call__(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.random() < self.flip:
@@ -43,6 +49,8 @@ class Degrade:
             crop = shift(crop, rng, self.max_shift)
         if rng.random() < self.rescale:
             crop = down_up(crop, rng.uniform(*self.rescale_factor))
+        if self.sharpen and rng.random() < self.sharpen:  # drawn only when enabled: other settings' draws unchanged
+            crop = sharpen(crop, rng.uniform(*self.sharpen_amount), rng.uniform(*self.sharpen_sigma))
         if rng.random() < self.jpeg:
             crop = stored(crop, int(rng.integers(*self.jpeg_quality)))
         if self.h264 and rng.random() < self.h264:  # drawn only when enabled: other settings' draws unchanged
@@ -74,9 +82,10 @@ def smooth(image: np.ndarray, rng: np.random.Generator, colour: tuple[float, flo
     return cv2.bilateralFilter(image, int(rng.choice([5, 7, 9])), rng.uniform(*colour), 5.0)
 
 
-def sharpen(image: np.ndarray, amount: float = 0.6) -> np.ndarray:
-    """Unsharp masking: edges and fine detail exaggerated by `amount` of their difference from a blur."""
-    soft = cv2.GaussianBlur(image, (0, 0), 1.0)
+def sharpen(image: np.ndarray, amount: float = 0.6, sigma: float = 1.0) -> np.ndarray:
+    """Unsharp masking: edges and detail finer than about `sigma` px exaggerated by `amount` of their difference
+    from a blur."""
+    soft = cv2.GaussianBlur(image, (0, 0), sigma)
     return np.clip(image.astype(np.float32) * (1 + amount) - soft.astype(np.float32) * amount, 0, 255).astype(np.uint8)
 
 

@@ -316,7 +316,7 @@ def fit(
         train=True,
         fakes=params.fakes,
         seed=params.seed,
-        degrade=Degrade(h264=params.h264),
+        degrade=Degrade(h264=params.h264, sharpen=params.sharpen),
         swap=params.swap,
         rendered=params.rendered,
     )
