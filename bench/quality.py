@@ -8,8 +8,9 @@ Sets (from ../shared/data):
   pooled  all of the sets' videos together, each once: one AUC across sources, each family against all reals.
 Per set: video AUC with a bootstrap 95% interval, AUC per family (each family's fakes against all the set's
 reals), fakes scored above their own original (of the pairs), log loss of the calibrated P(fake) and the
-constant-prior log loss it must beat, accuracy at the model's own threshold, videos without a face. Rows per
-video go to bench/out/quality/<set>.csv, the summary to bench/out/quality/summary.json.
+constant-prior log loss it must beat, accuracy at the model's own threshold, videos without a face; with
+--train also how far sharpening moves real faces' scores (dev-videos' reals: enhanced fakes must not pass as
+real). Rows per video go to bench/out/quality/<set>.csv, the summary to bench/out/quality/summary.json.
 
     python bench/quality.py [--model models:/deepfake-detector@champion] [--sets dev,ffpp,heads] [--project .]
 
@@ -201,6 +202,21 @@ def score_crops(
     return table.merge(videos[["file", "p_fake"]], on="file", how="left"), frames
 
 
+def sharpened_shift(model, faces: pd.DataFrame, faces_dir: Path, config, amount: float = 1.5) -> float:
+    """Median change of real faces' fake logit when each face is sharpened (unsharp mask) as face enhancers and
+    talking-head generators leave faces: near 0 for a model that does not read sharpness as realness; strongly
+    negative means an enhanced fake passes as real (up to 600 faces, evenly spread)."""
+    from deepfake.evaluation.evaluate import crop_logits
+    from deepfake.model.augment import sharpen
+
+    reals = faces[faces["label"] == "REAL"]
+    reals = reals.iloc[np.linspace(0, len(reals) - 1, min(len(reals), 600)).astype(int)]
+    crops, size = list(reals["crop"]), config.model.input_size
+    clean = crop_logits(model, crops, faces_dir, size, config.evaluate)
+    sharp = crop_logits(model, crops, faces_dir, size, config.evaluate, lambda crop: sharpen(crop, amount))
+    return round(float(np.median(sharp - clean)), 3)
+
+
 def frames_fake_above_original(scored: pd.DataFrame, frames: pd.DataFrame | None) -> dict | None:
     """Within each fake/original pair whose halves share their frames (DeepFaceLive's side-by-side demos), the
     share of frames with a face in both where the fake's frame scores above the original's: frame by frame,
@@ -292,6 +308,8 @@ def train_and_score(args) -> None:
             per_set[name][0].to_csv(out / f"seed{seed}.{name}.csv", index=False)
         if len(per_set) > 1:
             per_set["pooled"] = (pooled([scored for scored, _ in per_set.values()]), None)
+        shift = sharpened_shift(result.model, *crops["dev"], config) if "dev" in crops else None
+        summary["seeds"][seed]["sharpened_shift"] = shift
         for name, (scored, frames) in per_set.items():
             result_set = summarise(scored, calibration[1], frames)
             summary["seeds"][seed][name] = result_set
@@ -312,6 +330,7 @@ def train_and_score(args) -> None:
                     "temperature": calibration[0],
                     "threshold": calibration[1],
                     "accuracy_at_threshold": result_set["accuracy_at_threshold"],
+                    "sharpened_shift": shift,
                     "best_epoch": result.best_epoch,
                     "val_blend_auc": best["val_blend_auc"],
                     "images_per_s": float(result.history["images_per_s"].median()),
