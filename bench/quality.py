@@ -207,7 +207,7 @@ def sharpened_shift(model, faces: pd.DataFrame, faces_dir: Path, config, amount:
     talking-head generators leave faces: near 0 for a model that does not read sharpness as realness; strongly
     negative means an enhanced fake passes as real (up to 600 faces, evenly spread)."""
     from deepfake.evaluation.evaluate import crop_logits
-    from deepfake.model.augment import sharpen
+    from deepfake.images import sharpen
 
     reals = faces[faces["label"] == "REAL"]
     reals = reals.iloc[np.linspace(0, len(reals) - 1, min(len(reals), 600)).astype(int)]

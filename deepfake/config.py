@@ -300,7 +300,8 @@ class EvaluateParams:
     bootstrap: int = 1000  # rounds for the video AUC interval
     no_face_score: float | None = None  # None: videos without a face are reported, not scored
     jpeg_quality: int = 50  # robustness: test faces recompressed at this quality...
-    downscale: float = 0.5  # ...and shrunk by this factor (then enlarged back, as inference would)
+    downscale: float = 0.5  # ...and shrunk by this factor (then enlarged back, as inference would)...
+    sharpen: float = 1.5  # ...and sharpened by this amount (unsharp mask), as face enhancers leave faces
     min_val_videos: int = 3  # per class: fewer, and the temperature stays 1 and thresholds 0.5 (too little to fit on)
     min_val_auc: float = (
         0.6  # validation face AUC below this: the model is not informative there; T = 1, thresholds 0.5
@@ -313,6 +314,8 @@ class EvaluateParams:
         _choice("evaluate.runtime", self.runtime, ("onnx", "torch"))
         if not 0 < self.downscale <= 1:
             raise ConfigError(f"evaluate.downscale must be in (0, 1] (got {self.downscale})")
+        if not self.sharpen > 0:
+            raise ConfigError(f"evaluate.sharpen must be above 0 (got {self.sharpen})")
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,13 @@ def down_up(image: np.ndarray, factor: float) -> np.ndarray:
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+def sharpen(image: np.ndarray, amount: float = 0.6, sigma: float = 1.0) -> np.ndarray:
+    """Unsharp masking (as phones and face enhancers do): edges and detail finer than about `sigma` px exaggerated by `amount` of their difference
+    from a blur."""
+    soft = cv2.GaussianBlur(image, (0, 0), sigma)
+    return np.clip(image.astype(np.float32) * (1 + amount) - soft.astype(np.float32) * amount, 0, 255).astype(np.uint8)
+
+
 def h264(image: np.ndarray, crf: int) -> np.ndarray:
     """The pixels after one H.264 intra frame at `crf` (x264, 4:2:0; via PyAV, in memory): video compression's
     16-px macroblocks, deblocking and chroma loss, which JPEG's 8-px blocks only approximate.

@@ -19,7 +19,7 @@ from deepfake.evaluation.metrics import (
     fit_temperature,
     reliability,
 )
-from deepfake.images import down_up, stored
+from deepfake.images import down_up, sharpen, stored
 from deepfake.model.scores import p_fake
 
 RULE = AggregationParams(strategy="confident", fake_threshold=0.8, real_threshold=0.2, min_fake_frames=3)
@@ -173,11 +173,12 @@ def test_unknown_strategy_is_refused():
 def test_degradations_keep_the_crop_shape_and_change_it():
     rng = np.random.default_rng(3)
     crop = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    for degraded in (stored(crop, 50), down_up(crop, 0.5)):
+    for degraded in (stored(crop, 50), down_up(crop, 0.5), sharpen(crop, 1.5)):
         assert degraded.shape == crop.shape and degraded.dtype == np.uint8
         assert not np.array_equal(degraded, crop)
     smooth = np.full((64, 64, 3), 120, np.uint8)
     assert math.isclose(float(np.abs(down_up(smooth, 0.5).astype(int) - 120).max()), 0.0)
+    assert np.array_equal(sharpen(smooth, 1.5), smooth)  # nothing to sharpen on a flat image
 
 
 # ------------------------------------------------------------------ the whole evaluation on crops
@@ -263,7 +264,7 @@ def test_evaluate_takes_threshold_and_temperature_from_validation_only(tmp_path)
     assert metrics["video"]["confusion"]["fp"] == 3  # ...but validation's threshold calls the brighter reals fake
     assert metrics["video"]["no_face_videos"] == 1 and metrics["video"]["count"] == 6  # reported, not scored
     assert metrics["calibration"]["fitted_on"] == "val faces" and metrics["calibration"]["temperature"] > 0
-    assert set(metrics["robustness"]) == {"clean", "jpeg50", "downscale0.5"}
+    assert set(metrics["robustness"]) == {"clean", "jpeg50", "downscale0.5", "sharpen1.5"}
 
     few = evaluate(
         faces,

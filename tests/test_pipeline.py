@@ -91,7 +91,7 @@ def test_dvc_repro_builds_the_pipeline_and_a_second_run_does_nothing(project):
     evaluation = json.loads((project / "reports/metrics.json").read_text())
     assert evaluation["video"]["count"] >= 1 and evaluation["face"]["count"] >= evaluation["video"]["count"]
     assert set(evaluation["strategies"]) == {"mean", "confident", "max_track"}
-    assert set(evaluation["robustness"]) == {"clean", "jpeg50", "downscale0.5"}
+    assert set(evaluation["robustness"]) == {"clean", "jpeg50", "downscale0.5", "sharpen1.5"}
     assert evaluation["calibration"]["temperature"] > 0
     plots = dvc(project, "plots", "show", "--json").stdout
     for plot in ("loss", "accuracy", "roc", "confusion"):

@@ -25,7 +25,7 @@ from deepfake.evaluation.metrics import (
     fit_temperature,
     reliability,
 )
-from deepfake.images import down_up, read_image, stored
+from deepfake.images import down_up, read_image, sharpen, stored
 from deepfake.model.scores import FaceClassifier, p_fake
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ def degradations(params: EvaluateParams) -> dict:
         "clean": None,
         f"jpeg{params.jpeg_quality}": lambda crop: stored(crop, params.jpeg_quality),
         f"downscale{params.downscale:g}": lambda crop: down_up(crop, params.downscale),
+        f"sharpen{params.sharpen:g}": lambda crop: sharpen(crop, params.sharpen),
     }
 
 

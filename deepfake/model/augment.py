@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from deepfake.images import down_up, h264, stored
+from deepfake.images import down_up, h264, sharpen, stored
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,6 @@ def smooth(image: np.ndarray, rng: np.random.Generator, colour: tuple[float, flo
     """Noise and fine texture averaged away, edges kept: a bilateral filter only averages across grey-level steps
     smaller than about `colour`, so skin turns smooth while eyes, lips and the face's outline stay crisp."""
     return cv2.bilateralFilter(image, int(rng.choice([5, 7, 9])), rng.uniform(*colour), 5.0)
-
-
-def sharpen(image: np.ndarray, amount: float = 0.6, sigma: float = 1.0) -> np.ndarray:
-    """Unsharp masking: edges and detail finer than about `sigma` px exaggerated by `amount` of their difference
-    from a blur."""
-    soft = cv2.GaussianBlur(image, (0, 0), sigma)
-    return np.clip(image.astype(np.float32) * (1 + amount) - soft.astype(np.float32) * amount, 0, 255).astype(np.uint8)
 
 
 def bend(image: np.ndarray, rng: np.random.Generator, amount: float, grid: int = 4) -> np.ndarray:
