@@ -251,7 +251,7 @@ class TrainParams:
     loader_workers: int = 2
     processes: int = 1  # > 1: the train stage runs under torchrun, DistributedDataParallel over that many processes
     h264: float = 0.0  # chance a training face (and its pseudo-fake, alike) is re-encoded as H.264 at CRF 23-38
-    sharpen: float = 0.0  # chance a training face (and its pseudo-fake, alike) is sharpened, as enhancers do
+    sharpen: float = 0.5  # chance a training face (and its pseudo-fake, alike) is sharpened, as enhancers do
     precision: str = "fp32"  # fp32 | bf16: bfloat16 autocast (CPUs with AVX512-BF16 or AMX, and GPUs)
     swap: float = 1.0  # chance a pseudo-fake pastes another person's face (pose-matched, colour-matched) instead
     rendered: float = 0.0  # chance a pseudo-fake is the whole face re-rendered, unblended (a generated talking head)
