@@ -64,8 +64,8 @@ def down_up(image: np.ndarray, factor: float) -> np.ndarray:
 
 
 def sharpen(image: np.ndarray, amount: float = 0.6, sigma: float = 1.0) -> np.ndarray:
-    """Unsharp masking (as phones and face enhancers do): edges and detail finer than about `sigma` px exaggerated by `amount` of their difference
-    from a blur."""
+    """Unsharp masking, as phones and face enhancers do: edges and detail finer than about `sigma` px
+    exaggerated by `amount` of their difference from a blur."""
     soft = cv2.GaussianBlur(image, (0, 0), sigma)
     return np.clip(image.astype(np.float32) * (1 + amount) - soft.astype(np.float32) * amount, 0, 255).astype(np.uint8)
 
