@@ -202,10 +202,11 @@ def score_crops(
     return table.merge(videos[["file", "p_fake"]], on="file", how="left"), frames
 
 
-def sharpened_shift(model, faces: pd.DataFrame, faces_dir: Path, config, amount: float = 1.5) -> float:
-    """Median change of real faces' fake logit when each face is sharpened (unsharp mask) as face enhancers and
-    talking-head generators leave faces: near 0 for a model that does not read sharpness as realness; strongly
-    negative means an enhanced fake passes as real (up to 600 faces, evenly spread)."""
+def sharpened_shift(model, faces: pd.DataFrame, faces_dir: Path, config) -> float:
+    """Median change of real faces' fake logit when each face is sharpened as face enhancers and talking-head
+    generators leave faces (unsharp mask by `evaluate.sharpen`, the evaluate stage's robustness amount): near 0
+    for a model that does not read sharpness as realness; strongly negative means an enhanced fake passes as
+    real (up to 600 faces, evenly spread)."""
     from deepfake.evaluation.evaluate import crop_logits
     from deepfake.images import sharpen
 
@@ -213,7 +214,9 @@ def sharpened_shift(model, faces: pd.DataFrame, faces_dir: Path, config, amount:
     reals = reals.iloc[np.linspace(0, len(reals) - 1, min(len(reals), 600)).astype(int)]
     crops, size = list(reals["crop"]), config.model.input_size
     clean = crop_logits(model, crops, faces_dir, size, config.evaluate)
-    sharp = crop_logits(model, crops, faces_dir, size, config.evaluate, lambda crop: sharpen(crop, amount))
+    sharp = crop_logits(
+        model, crops, faces_dir, size, config.evaluate, lambda crop: sharpen(crop, config.evaluate.sharpen)
+    )
     return round(float(np.median(sharp - clean)), 3)
 
 
