@@ -11,6 +11,7 @@ import pytest
 from skimage import data
 
 from deepfake.config import FaceParams, FrameSampling
+from deepfake.images import stored
 from deepfake.onnx_runtime import cached_export
 from deepfake.video.face_detection import box_iou, detect_faces_batch, faces_in_frames, load_face_detector
 from deepfake.video.frames import read_frames, sample_frame_indices
@@ -127,6 +128,21 @@ def test_a_face_swap_mtcnn_doubts_is_kept_while_it_continues_a_confident_face(de
         for face in frame.faces:
             assert face.prob >= 0.7
             # Below min_prob only as the continuation of a face kept in the frame before.
+            assert face.prob >= 0.9 or max((box_iou(face.box, p.box) for p in previous), default=0) >= 0.2
+        previous = frame.faces
+
+
+def test_a_face_mtcnn_doubts_in_every_frame_is_followed_not_searched_for_in_the_whole_frame(detectors):
+    # Before the swapped face first reaches min_prob, MTCNN finds it at 0.7-0.85 frame after frame: it is followed
+    # around its box (cheap) rather than searched for in each whole frame, and kept only once it reaches min_prob.
+    frames = [(index, seconds, stored(frame, 95)) for index, seconds, frame in shared_frames(CLIPS[2], 32)]  # as stored
+    counting = CountingDetector(detectors[0])
+    found = list(faces_in_frames(counting, frames, FaceParams(detect_every=4)))
+    assert counting.whole <= 15  # 19 of the 32 when every frame without a kept face was searched whole
+    assert sum(map(bool, (f.faces for f in found))) >= 21  # and 19 faces
+    previous = []
+    for frame in found:
+        for face in frame.faces:
             assert face.prob >= 0.9 or max((box_iou(face.box, p.box) for p in previous), default=0) >= 0.2
         previous = frame.faces
 

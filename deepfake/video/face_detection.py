@@ -153,24 +153,35 @@ REGION_SIZE = 192
 
 def _tracked(detector, frames: Iterable[tuple[int, float, np.ndarray]], params: FaceParams) -> Iterator[FrameFaces]:
     """Whole-frame detection every `detect_every`-th frame; in between, each face of the previous frame looked
-    for around its last box. A face not found again there (moved, turned away, covered) sends the frame back to
-    whole-frame detection, so tracking never loses a face that whole-frame detection would have kept."""
-    previous: list[Face] = []
+    for around its last box. A kept face not found again there (moved, turned away, covered) sends the frame back
+    to whole-frame detection, so tracking never loses a face that whole-frame detection would have kept.
+
+    Faces found between `keep_prob` and `min_prob` that continue no kept face are followed the same way without
+    being kept: such a face is kept from the frame where it reaches `min_prob`, as whole-frame detection would
+    keep it. A swapped face that MTCNN doubts in every frame (a DFDC fake's: 0.7-0.9) then costs a region
+    search per frame, not a whole-frame one; one that is lost is only dropped, since nothing was kept of it.
+    """
+    kept: list[Face] = []  # the previous frame's faces
+    followed: list[Face] = []  # all its faces at `lowest_prob`: the kept ones and those that may become kept
     since_whole = 0
     for index, time_s, frame in frames:
-        faces = _refound(detector, frame, previous, params) if previous and since_whole < params.detect_every else None
-        if faces is None:
-            faces = _continuing(
-                _detect_all(detector, [frame], params, params.lowest_prob, bgr=True)[0], previous, params
-            )
+        found = None
+        if followed and since_whole < params.detect_every:
+            found, lost = _refound(detector, frame, followed, params)
+            if any(face is old for face in lost for old in kept):
+                found = None
+        if found is None:
+            found = _detect_all(detector, [frame], params, params.lowest_prob, bgr=True)[0]
             since_whole = 0
         since_whole += 1
-        previous = faces
-        yield _frame_faces(index, time_s, frame, faces, params)
+        kept = _continuing(found, kept, params)
+        followed = found
+        yield _frame_faces(index, time_s, frame, kept, params)
 
 
-def _refound(detector, frame: np.ndarray, previous: list[Face], params: FaceParams) -> list[Face] | None:
-    """Each previous face found again near its box (BGR frame), down to `keep_prob`, or None when any is not."""
+def _refound(detector, frame: np.ndarray, previous: list[Face], params: FaceParams) -> tuple[list[Face], list[Face]]:
+    """Each previous face looked for near its box (BGR frame), down to `lowest_prob`: (the faces found again,
+    largest first, one per face however many regions found it; the previous faces that were not)."""
     height, width = frame.shape[:2]
     min_pixels = params.min_size * min(height, width)
     regions, scales, corners = [], [], []
@@ -189,6 +200,7 @@ def _refound(detector, frame: np.ndarray, previous: list[Face], params: FacePara
     detector.min_face_size = max(12, int(REGION_SIZE / REGION_SCALE / 2))
     boxes, probs, landmarks = detector.detect(np.stack(regions), landmarks=True)
     found: list[Face] = []
+    lost: list[Face] = []
     for face, scale, (left, top), region_boxes, region_probs, region_points in zip(
         previous, scales, corners, boxes, probs, landmarks
     ):
@@ -200,12 +212,13 @@ def _refound(detector, frame: np.ndarray, previous: list[Face], params: FacePara
             if box_iou(c.box, face.box) >= params.track_iou
         ]
         if not candidates:
-            return None
+            lost.append(face)
+            continue
         best = max(candidates, key=lambda c: box_iou(c.box, face.box))
         if all(box_iou(best.box, other.box) < 0.5 for other in found):  # two regions that found one face
             found.append(best)
     found.sort(key=lambda f: f.size, reverse=True)
-    return found[: params.max_faces]
+    return found, lost
 
 
 def detect_faces_batch(
