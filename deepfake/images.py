@@ -36,6 +36,54 @@ def stored(image: np.ndarray, jpeg_quality: int | None) -> np.ndarray:
     return cv2.imdecode(encode(image, jpeg_quality)[1], cv2.IMREAD_COLOR)
 
 
+# libjpeg codes 4:2:0 images in 16-pixel blocks, each on its own, and decoding smooths colour across a block's
+# edge by a pixel or two. So a window on the 16-pixel grid reaching at least 16 pixels past what is read on each
+# side decodes, where it is read, to exactly the pixels of the whole frame's round trip (tests/test_images.py).
+JPEG_BLOCK = 16
+
+
+class StoredFrame:
+    """A decoded frame as the frames stage stores it and the faces stage reads it back (`stored`), made only
+    where it is read: `window` makes the stored pixels of a rectangle (a face's surroundings) for the cost of
+    that rectangle, `whole` of the whole frame. Both return the frame's pixels, exact wherever either was asked."""
+
+    def __init__(self, frame: np.ndarray, jpeg_quality: int | None) -> None:
+        self.frame, self.jpeg_quality = frame, jpeg_quality
+        # PNG is lossless: the frame is its stored pixels.
+        self._pixels: np.ndarray | None = frame if jpeg_quality is None else None
+        self._whole = jpeg_quality is None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.frame.shape
+
+    def whole(self) -> np.ndarray:
+        if not self._whole:
+            self._pixels, self._whole = stored(self.frame, self.jpeg_quality), True
+        return self._pixels
+
+    def window(self, left: float, top: float, right: float, bottom: float) -> np.ndarray:
+        """The frame's pixels, made exact in this rectangle (frame pixels, clipped to the frame)."""
+        if self._whole:
+            return self._pixels
+        height, width = self.frame.shape[:2]
+        left, top = max(0, int(np.floor(left))), max(0, int(np.floor(top)))
+        right, bottom = min(width, int(np.ceil(right))), min(height, int(np.ceil(bottom)))
+        if self._pixels is None:
+            self._pixels = self.frame.copy()
+        if right <= left or bottom <= top:
+            return self._pixels
+        block = JPEG_BLOCK
+        x0, y0 = max(0, left - block) // block * block, max(0, top - block) // block * block
+        x1, y1 = min(width, -(-(right + block) // block) * block), min(height, -(-(bottom + block) // block) * block)
+        if (x1 - x0) * (y1 - y0) >= 0.5 * width * height:
+            return self.whole()  # most of the frame: one round trip of it all costs no more
+        window = stored(np.ascontiguousarray(self.frame[y0:y1, x0:x1]), self.jpeg_quality)
+        # Only the asked-for part is written: the window's own edge is not exact, and may overlap another's.
+        self._pixels[top:bottom, left:right] = window[top - y0 : bottom - y0, left - x0 : right - x0]
+        return self._pixels
+
+
 def image_suffix(jpeg_quality: int | None) -> str:
     return ".png" if jpeg_quality is None else ".jpg"
 

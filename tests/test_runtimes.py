@@ -147,6 +147,23 @@ def test_a_face_mtcnn_doubts_in_every_frame_is_followed_not_searched_for_in_the_
         previous = frame.faces
 
 
+@pytest.mark.parametrize("name", CLIPS[1:])
+@pytest.mark.parametrize("detect_every", [1, 4])
+def test_frames_stored_only_where_read_give_the_faces_and_crops_of_stored_frames(detectors, name, detect_every):
+    # Inference sees decoded frames as the frames stage stores them; making that round trip only around the faces
+    # a frame is searched for must change nothing: the same faces, probabilities and crops, to the bit.
+    decoded = shared_frames(name, 16)
+    params = FaceParams(detect_every=detect_every)
+    reference = list(faces_in_frames(detectors[0], [(i, s, stored(f, 95)) for i, s, f in decoded], params))
+    windowed = list(faces_in_frames(detectors[0], decoded, params, stored_as=95))
+    assert sum(len(f.faces) for f in reference) >= 8
+    for ours, theirs in zip(windowed, reference, strict=True):
+        assert [(f.box, f.prob) for f in ours.faces] == [(f.box, f.prob) for f in theirs.faces]
+        assert all(np.array_equal(a, b) for a, b in zip(ours.crops, theirs.crops, strict=True))
+    unstored = list(faces_in_frames(detectors[0], decoded, params))  # the control: the round trip matters
+    assert any(not np.array_equal(a, b) for f, g in zip(unstored, reference) for a, b in zip(f.crops, g.crops))
+
+
 def test_a_doubtful_detection_alone_is_not_a_face():
     from deepfake.video.face_detection import Face, _continuing
 

@@ -1,9 +1,9 @@
 """Is this video a deepfake? The whole path from a video file to a verdict, with the stages' own functions.
 
-Frames are sampled and decoded as the frames stage does and passed through the same storage round trip
-(`deepfake.images.stored`), faces found and cropped by the faces stage's loop (`faces_in_frames`), crops
-passed through the crop storage round trip, so each crop is the array the faces stage would have written
-and evaluation read back. Each is scored by the classifier, calibrated with the temperature fitted at
+Frames are sampled and decoded as the frames stage does and seen through the same storage round trip
+(`deepfake.images.StoredFrame`, made only where detection and crops look), faces found and cropped by the
+faces stage's loop (`faces_in_frames`), crops passed through the crop storage round trip, so each crop is the
+array the faces stage would have written and evaluation read back. Each is scored by the classifier, calibrated with the temperature fitted at
 evaluation, and aggregated into a video score compared with the threshold chosen on the validation split.
 The video is streamed: a chunk of frames at a time is decoded, searched for faces and scored, then let go.
 """
@@ -158,11 +158,7 @@ class VideoDetector:
         config = self.config
         indices = sample_frame_indices(info.frames, info.fps, config.sampling)
         scan = _Scan(FrameReadReport())
-        # The pixels the frames stage would have stored and the faces stage read back.
-        frames = (
-            (index, seconds, stored(frame, config.sampling.jpeg_quality))
-            for index, seconds, frame in read_frames(path, indices, report=scan.report, decoder=config.sampling.decoder)
-        )
+        frames = read_frames(path, indices, report=scan.report, decoder=config.sampling.decoder)
         pending: list[tuple[int, int, float, np.ndarray]] = []  # (frame index, face, time, crop) not yet scored
 
         def score_pending() -> None:
@@ -174,7 +170,8 @@ class VideoDetector:
                 scan.scored.extend(pending)
             pending.clear()
 
-        for frame in faces_in_frames(self.face_detector, frames, config.faces):
+        # Faces are found and cut in the pixels the frames stage would have stored and the faces stage read back.
+        for frame in faces_in_frames(self.face_detector, frames, config.faces, stored_as=config.sampling.jpeg_quality):
             scan.detections.append(frame.faces)
             scan.frame_numbers.append(frame.index)
             pending.extend(

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from deepfake.config import FaceParams
+from deepfake.images import StoredFrame
 
 
 @dataclass(frozen=True)
@@ -95,21 +96,28 @@ class FrameFaces:
 
 
 def faces_in_frames(
-    detector, frames: Iterable[tuple[int, float, np.ndarray]], params: FaceParams
+    detector,
+    frames: Iterable[tuple[int, float, np.ndarray]],
+    params: FaceParams,
+    *,
+    stored_as: int | None = None,
 ) -> Iterator[FrameFaces]:
     """Faces and margin crops of each (index, time, BGR frame), in order, a detection batch at a time.
 
     Frames are held a chunk at a time (DETECTION_BATCH frames, at most CHUNK_BYTES), so a long video never
-    sits in memory; crops are cut from the full-resolution frame.
+    sits in memory; crops are cut from the full-resolution frame. `stored_as`: the frames are as decoded from a
+    video, and are to be seen as the frames stage stores them, JPEG at this quality (`StoredFrame`: made only
+    where detection and crops look, so a frame searched only around its faces costs a few small round trips).
     """
+    views = ((index, time_s, StoredFrame(frame, stored_as)) for index, time_s, frame in frames)
     if params.detect_every > 1:
-        yield from _tracked(detector, frames, params)
+        yield from _tracked(detector, views, params)
         return
-    chunk: list[tuple[int, float, np.ndarray]] = []
+    chunk: list[tuple[int, float, StoredFrame]] = []
     previous: list[Face] = []
-    for item in frames:
+    for item in views:
         chunk.append(item)
-        if len(chunk) == DETECTION_BATCH or len(chunk) * item[2].nbytes >= CHUNK_BYTES:
+        if len(chunk) == DETECTION_BATCH or len(chunk) * item[2].frame.nbytes >= CHUNK_BYTES:
             yield from _detect_chunk(detector, chunk, params, previous)
             chunk = []
     if chunk:
@@ -117,15 +125,15 @@ def faces_in_frames(
 
 
 def _detect_chunk(
-    detector, chunk: list[tuple[int, float, np.ndarray]], params: FaceParams, previous: list[Face]
+    detector, chunk: list[tuple[int, float, StoredFrame]], params: FaceParams, previous: list[Face]
 ) -> Iterator[FrameFaces]:
     """The chunk's frames in order; `previous` (the faces of the frame before, updated in place) carries
     continuation across chunks."""
-    found = _detect_all(detector, [frame for _, _, frame in chunk], params, params.lowest_prob, bgr=True)
-    for (index, time_s, frame), candidates in zip(chunk, found):
+    found = _detect_all(detector, [view.whole() for _, _, view in chunk], params, params.lowest_prob, bgr=True)
+    for (index, time_s, view), candidates in zip(chunk, found):
         faces = _continuing(candidates, previous, params)
         previous[:] = faces
-        yield _frame_faces(index, time_s, frame, faces, params)
+        yield _frame_faces(index, time_s, view, faces, params)
 
 
 def _continuing(candidates: list[Face], previous: list[Face], params: FaceParams) -> list[Face]:
@@ -139,8 +147,12 @@ def _continuing(candidates: list[Face], previous: list[Face], params: FaceParams
     return kept[: params.max_faces]
 
 
-def _frame_faces(index: int, time_s: float, frame: np.ndarray, faces: list[Face], params: FaceParams) -> FrameFaces:
-    cropped = [crop_with_margin(frame, face, margin=params.margin, size=params.crop_size) for face in faces]
+def _frame_faces(index: int, time_s: float, view: StoredFrame, faces: list[Face], params: FaceParams) -> FrameFaces:
+    cropped = []
+    for face in faces:
+        left, top, side = square_around(face.box, 1 + params.margin)
+        pixels = view.window(left - 2, top - 2, left + side + 2, top + side + 2)  # 2: what interpolation reads
+        cropped.append(crop_with_margin(pixels, face, margin=params.margin, size=params.crop_size))
     return FrameFaces(index, time_s, faces, [crop for crop, _ in cropped], [points for _, points in cropped])
 
 
@@ -151,7 +163,7 @@ REGION_SCALE = 2.0
 REGION_SIZE = 192
 
 
-def _tracked(detector, frames: Iterable[tuple[int, float, np.ndarray]], params: FaceParams) -> Iterator[FrameFaces]:
+def _tracked(detector, frames: Iterable[tuple[int, float, StoredFrame]], params: FaceParams) -> Iterator[FrameFaces]:
     """Whole-frame detection every `detect_every`-th frame; in between, each face of the previous frame looked
     for around its last box. A kept face not found again there (moved, turned away, covered) sends the frame back
     to whole-frame detection, so tracking never loses a face that whole-frame detection would have kept.
@@ -164,31 +176,30 @@ def _tracked(detector, frames: Iterable[tuple[int, float, np.ndarray]], params: 
     kept: list[Face] = []  # the previous frame's faces
     followed: list[Face] = []  # all its faces at `lowest_prob`: the kept ones and those that may become kept
     since_whole = 0
-    for index, time_s, frame in frames:
+    for index, time_s, view in frames:
         found = None
         if followed and since_whole < params.detect_every:
-            found, lost = _refound(detector, frame, followed, params)
+            found, lost = _refound(detector, view, followed, params)
             if any(face is old for face in lost for old in kept):
                 found = None
         if found is None:
-            found = _detect_all(detector, [frame], params, params.lowest_prob, bgr=True)[0]
+            found = _detect_all(detector, [view.whole()], params, params.lowest_prob, bgr=True)[0]
             since_whole = 0
         since_whole += 1
         kept = _continuing(found, kept, params)
         followed = found
-        yield _frame_faces(index, time_s, frame, kept, params)
+        yield _frame_faces(index, time_s, view, kept, params)
 
 
-def _refound(detector, frame: np.ndarray, previous: list[Face], params: FaceParams) -> tuple[list[Face], list[Face]]:
-    """Each previous face looked for near its box (BGR frame), down to `lowest_prob`: (the faces found again,
-    largest first, one per face however many regions found it; the previous faces that were not)."""
-    height, width = frame.shape[:2]
+def _refound(detector, view: StoredFrame, previous: list[Face], params: FaceParams) -> tuple[list[Face], list[Face]]:
+    """Each previous face looked for near its box, down to `lowest_prob`: (the faces found again, largest first,
+    one per face however many regions found it; the previous faces that were not)."""
+    height, width = view.shape[:2]
     min_pixels = params.min_size * min(height, width)
     regions, scales, corners = [], [], []
     for face in previous:
-        x1, y1, x2, y2 = face.box
-        side = max(x2 - x1, y2 - y1) * REGION_SCALE
-        left, top = (x1 + x2 - side) / 2, (y1 + y2 - side) / 2
+        left, top, side = square_around(face.box, REGION_SCALE)
+        frame = view.window(left - 2, top - 2, left + side + 2, top + side + 2)
         scale = REGION_SIZE / side
         matrix = np.array([[scale, 0, -left * scale], [0, scale, -top * scale]], dtype=np.float32)
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
@@ -304,9 +315,7 @@ def crop_with_margin(frame: np.ndarray, face: Face, *, margin: float, size: int)
     Parts of the square outside the frame are filled by replicating the border, so a face at the edge
     keeps its place in the crop. Returns the crop and the landmarks in crop pixels.
     """
-    x1, y1, x2, y2 = face.box
-    side = max(x2 - x1, y2 - y1) * (1 + margin)
-    left, top = (x1 + x2) / 2 - side / 2, (y1 + y2) / 2 - side / 2
+    left, top, side = square_around(face.box, 1 + margin)
     scale = size / side
     # One affine warp does crop, padding and resize together, with sub-pixel placement.
     matrix = np.array([[scale, 0, -left * scale], [0, scale, -top * scale]], dtype=np.float32)
@@ -314,6 +323,13 @@ def crop_with_margin(frame: np.ndarray, face: Face, *, margin: float, size: int)
     crop = cv2.warpAffine(frame, matrix, (size, size), flags=interpolation, borderMode=cv2.BORDER_REPLICATE)
     landmarks = (face.landmarks - [left, top]) * scale
     return crop, landmarks.astype(np.float32)
+
+
+def square_around(box: tuple, scale: float) -> tuple[float, float, float]:
+    """(left, top, side) of the square `scale` times the box's longer side, centred on the box."""
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1) * scale
+    return (x1 + x2) / 2 - side / 2, (y1 + y2) / 2 - side / 2, side
 
 
 def box_iou(a: tuple, b: tuple) -> float:
