@@ -30,7 +30,8 @@ from deepfake.video.pool import Job, Outcome, Runner, run_jobs
 # Bump by hand when the code changes what a video's frames or crops look like (not for refactors or
 # comments): every video is then redone on the next run. Settings are part of the key already.
 FRAMES_VERSION = 2  # 2: frames stored by deepfake.images (PNG when frames.jpeg_quality is null)
-FACES_VERSION = 2  # 2: crops from the shared faces_in_frames loop, stored by deepfake.images
+FACES_VERSION = 3  # 2: crops from the shared faces_in_frames loop, stored by deepfake.images; 3: faces MTCNN doubts
+# followed around their box until they reach min_prob (which faces a video keeps can change)
 
 FRAMES_MARKER = "frames.json"
 FACE_COLUMNS = [
