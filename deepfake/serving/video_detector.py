@@ -3,8 +3,9 @@
 Frames are sampled and decoded as the frames stage does and seen through the same storage round trip
 (`deepfake.images.StoredFrame`, made only where detection and crops look), faces found and cropped by the
 faces stage's loop (`faces_in_frames`), crops passed through the crop storage round trip, so each crop is the
-array the faces stage would have written and evaluation read back. Each is scored by the classifier, calibrated with the temperature fitted at
-evaluation, and aggregated into a video score compared with the threshold chosen on the validation split.
+array the faces stage would have written and evaluation read back. Each is scored by the classifier,
+calibrated with the temperature fitted at evaluation, and aggregated into a video score compared with the
+threshold chosen on the validation split.
 The video is streamed: a chunk of frames at a time is decoded, searched for faces and scored, then let go.
 """
 

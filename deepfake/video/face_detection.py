@@ -150,10 +150,15 @@ def _continuing(candidates: list[Face], previous: list[Face], params: FaceParams
 def _frame_faces(index: int, time_s: float, view: StoredFrame, faces: list[Face], params: FaceParams) -> FrameFaces:
     cropped = []
     for face in faces:
-        left, top, side = square_around(face.box, 1 + params.margin)
-        pixels = view.window(left - 2, top - 2, left + side + 2, top + side + 2)  # 2: what interpolation reads
+        pixels = _square_pixels(view, *square_around(face.box, 1 + params.margin))
         cropped.append(crop_with_margin(pixels, face, margin=params.margin, size=params.crop_size))
     return FrameFaces(index, time_s, faces, [crop for crop, _ in cropped], [points for _, points in cropped])
+
+
+def _square_pixels(view: StoredFrame, left: float, top: float, side: float) -> np.ndarray:
+    """The frame's pixels, stored as the frames stage stores them wherever a warp of this square reads
+    (interpolation reads up to 2 pixels past it)."""
+    return view.window(left - 2, top - 2, left + side + 2, top + side + 2)
 
 
 # Around a known face MTCNN looks in a square REGION_SCALE times the face's longer side, resized to
@@ -199,7 +204,7 @@ def _refound(detector, view: StoredFrame, previous: list[Face], params: FacePara
     regions, scales, corners = [], [], []
     for face in previous:
         left, top, side = square_around(face.box, REGION_SCALE)
-        frame = view.window(left - 2, top - 2, left + side + 2, top + side + 2)
+        frame = _square_pixels(view, left, top, side)
         scale = REGION_SIZE / side
         matrix = np.array([[scale, 0, -left * scale], [0, scale, -top * scale]], dtype=np.float32)
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
