@@ -16,7 +16,7 @@ real). Rows per video go to bench/out/quality/<set>.csv, the summary to bench/ou
 
 Training half (`--train`): trains the recipe of a workspace's params.yaml (default build/shared-model, the
 one `make shared-model` fills: real-faces photos plus the REAL clips of real-videos) on that workspace's face
-crops, once per seed, with `--set key=value` overrides for ablations; then scores the benchmark sets' face
+crops less every benchmark video's (the FF++ originals are REAL clips there) and its group's, once per seed, with `--set key=value` overrides for ablations; then scores the benchmark sets' face
 crops (cut once with the recipe's frames and faces settings, cached under bench/out/quality/cache) through the
 same face-to-tensor path and aggregation as `deepfake predict`, at T = 1 and threshold 0.5. Writes
 bench/out/quality/<name>/summary.json and appends one row per seed and set to bench/out/quality/table.csv.
@@ -167,6 +167,19 @@ def paired_auc(scored: pd.DataFrame) -> float | None:
 # ---------------------------------------------------------------- training half
 
 
+def without_benchmark_videos(
+    faces: pd.DataFrame, videos: pd.DataFrame, sets: dict[str, pd.DataFrame]
+) -> tuple[pd.DataFrame, list[str]]:
+    """The training faces less those of every video a benchmark set scores and of every video grouped with one
+    (a fake and its original share a group), so that no benchmark figure is of a face the model trained on: the
+    FF++ originals are REAL clips of real-videos, which the workspace trains on. Returns the faces kept and the
+    held-out videos' paths relative to their source."""
+    scored = {Path(path).resolve() for table in sets.values() for path in table["path"]}
+    hit = videos["path"].map(lambda path: Path(path).resolve() in scored)
+    held_out = videos[videos["group"].isin(set(videos.loc[hit, "group"]))]
+    return faces[~faces["video_id"].isin(set(held_out["video_id"]))], sorted(held_out["relpath"])
+
+
 def bench_faces(name: str, table: pd.DataFrame, config, cache: Path) -> tuple[pd.DataFrame, Path]:
     """The set's face crops, cut with the recipe's frames and faces settings (cached by content and settings)."""
     from deepfake.config import PoolSettings, SplitParams
@@ -279,6 +292,13 @@ def train_and_score(args) -> None:
     sets = {name: SETS[name]() for name in args.sets.split(",")}
     crops = {name: bench_faces(name, table, config, cache) for name, table in sets.items()}
     summary = {"name": args.name, "overrides": args.set, "workspace": str(workspace), "seeds": {}}
+    if not args.weights:  # a run trained here never sees a benchmark video; --weights models trained as they were
+        # Held out of every set, not only those scored now: runs scoring fewer sets still train on the same faces.
+        everything = {name: make() for name, make in SETS.items()}
+        videos = pd.read_csv(workspace / config.paths.interim / "videos.csv")
+        faces, held_out = without_benchmark_videos(faces, videos, everything)
+        summary["held_out_of_training"] = held_out
+        print(f"{len(held_out)} benchmark videos and their groups held out of training", flush=True)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")] if not args.weights else [config.train.seed]:
         if args.weights:  # a model trained elsewhere (`make shared-model`, or a --train run's seedN.pt)
