@@ -14,7 +14,7 @@ from deepfake.serving.video_detector import VideoDetector
 from tests.conftest import CONFIG, random_weights
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2", "efficientnet_lite0"])
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2"])
 def test_gradcam_gives_one_normalised_map_per_crop_and_leaves_the_model_untouched(backbone):
     torch.manual_seed(0)
     model, _ = build_classifier(backbone, "none")

