@@ -296,6 +296,7 @@ def train_and_score(args) -> None:
         # Held out of every set, not only those scored now: runs scoring fewer sets still train on the same faces.
         everything = {name: make() for name, make in SETS.items()}
         videos = pd.read_csv(workspace / config.paths.interim / "videos.csv")
+        faces = faces.merge(videos[["video_id", "kind"]], on="video_id", how="left")  # as the train stage does
         faces, held_out = without_benchmark_videos(faces, videos, everything)
         summary["held_out_of_training"] = held_out
         print(f"{len(held_out)} benchmark videos and their groups held out of training", flush=True)

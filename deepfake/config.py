@@ -248,6 +248,9 @@ class TrainParams:
     select_by: str = "blend_auc"
     fakes: str = "self_blend"  # self_blend: pseudo-fakes from real faces; dataset: the labelled fakes; both
     faces_per_video: int = 16  # at most this many crops per video and epoch (0: all)
+    # 0: every training face once per epoch; else this share of each epoch's faces comes from videos and the
+    # rest from photos (an epoch as long as before): photos can outnumber video faces 15 to 1
+    video_share: float = 0.0
     loader_workers: int = 2
     processes: int = 1  # > 1: the train stage runs under torchrun, DistributedDataParallel over that many processes
     h264: float = 0.0  # chance a training face (and its pseudo-fake, alike) is re-encoded as H.264 at CRF 23-38
@@ -268,6 +271,8 @@ class TrainParams:
         for name in ("h264", "sharpen", "swap", "rendered"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"train.{name} is a chance, 0 to 1 (got {getattr(self, name)})")
+        if not 0 <= self.video_share < 1:
+            raise ConfigError(f"train.video_share is a share of each epoch, 0 to below 1 (got {self.video_share})")
 
 
 STRATEGIES = ("mean", "confident", "max_track")

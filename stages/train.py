@@ -36,7 +36,9 @@ def main(config: Config) -> None:
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone logs and writes
     if main_process:
         connect()  # before training: an unreachable tracking server fails now, not after an hour of epochs
-    result = fit(pd.read_csv(paths.faces_table), paths.faces, model, train, checkpoint=paths.checkpoint)
+    media = pd.read_csv(paths.videos_table, usecols=["video_id", "kind"])
+    faces = pd.read_csv(paths.faces_table).merge(media, on="video_id", how="left")
+    result = fit(faces, paths.faces, model, train, checkpoint=paths.checkpoint)
     if not main_process:
         return  # the other processes of a DDP run hold the same weights
     save_model(result.model, paths.model_file)

@@ -19,8 +19,9 @@ import torch
 from deepfake.config import FaceParams, FrameSampling, ModelParams, PoolSettings, SampleSpec, TrainParams
 from deepfake.data.dataset import build_dataset
 from deepfake.data.sample import make_sample
+from deepfake.errors import ConfigError, DataError
 from deepfake.model.classifier import build_classifier
-from deepfake.model.training import FaceCrops, class_weights, fit, training_rows
+from deepfake.model.training import FaceCrops, class_weights, epoch_order, fit, training_rows
 from deepfake.video.extraction import update_faces, update_frames
 from tests.conftest import PROJECT_ROOT
 
@@ -112,6 +113,42 @@ def test_self_blending_trains_on_real_faces_only_and_balances_each_item(faces):
     assert [label for _, label in item] == [0, 1] and item[0][0].shape == (3, 64, 64)
     assert not torch.equal(item[0][0], item[1][0])
     assert torch.equal(class_weights(dataset), torch.tensor([1.0, 1.0]))
+
+
+def test_an_epoch_draws_its_video_share_and_walks_every_photo():
+    from_video = np.array([True] * 3 + [False] * 17)
+    assert np.array_equal(epoch_order(from_video, 0.0, seed=0, epoch=4), np.arange(20))
+    seen = []
+    for epoch in range(4):
+        order = epoch_order(from_video, 0.5, seed=0, epoch=epoch)
+        assert len(order) == 20 and from_video[order].sum() == 10  # as long as before, half from videos
+        assert np.bincount(order[from_video[order]], minlength=3).tolist()[:3] in ([4, 3, 3], [3, 4, 3], [3, 3, 4])
+        photos = order[~from_video[order]]
+        assert len(set(photos)) == 10  # no photo twice in one epoch while there are more than it needs
+        seen.extend(photos)
+    assert set(seen) == set(range(3, 20))  # every photo within the epochs it takes to walk them all
+    assert np.array_equal(epoch_order(from_video, 0.5, 0, 2), epoch_order(from_video, 0.5, 0, 2))
+    assert not np.array_equal(epoch_order(from_video, 0.5, 0, 1), epoch_order(from_video, 0.5, 0, 2))
+    only_photos = np.zeros(5, bool)  # one kind only: nothing to balance
+    assert np.array_equal(epoch_order(only_photos, 0.5, 0, 1), np.arange(5))
+
+
+def test_video_share_repeats_video_faces_with_their_own_draws_and_needs_each_faces_kind(faces):
+    table, faces_dir = faces
+    rows = training_rows(table, TINY, "train")
+    kinds = np.where(np.arange(len(rows)) < 2, "video", "photo")  # two video faces among photos
+    dataset = FaceCrops(
+        rows.assign(kind=kinds), faces_dir, size=64, train=True, fakes="self_blend", seed=0, video_share=0.5
+    )
+    assert len(dataset) == len(rows)
+    positions = [i for i, index in enumerate(dataset.order) if index == dataset.order[0]]
+    assert len(positions) >= 2  # the same video face more than once in the epoch...
+    first, second = (dataset[i] for i in positions[:2])
+    assert not torch.equal(first[1][0], second[1][0])  # ...each time with its own pseudo-fake
+    with pytest.raises(DataError, match="train.video_share needs each face's media kind"):
+        fit(table, faces_dir, TINY_MODEL, TrainParams(**{**TINY.__dict__, "video_share": 0.5}))
+    with pytest.raises(ConfigError, match="train.video_share is a share of each epoch"):
+        TrainParams(video_share=1.0)
 
 
 def test_a_real_face_and_its_pseudo_fake_get_the_same_degradation(faces):

@@ -56,6 +56,7 @@ class FaceCrops(torch.utils.data.Dataset):
         degrade: Degrade | None = None,
         swap: float = 0.0,
         rendered: float = 0.0,
+        video_share: float = 0.0,
     ) -> None:
         self.paths = [str(faces_dir / crop) for crop in rows["crop"]]
         self.labels = rows["label_id"].astype(int).to_numpy()
@@ -70,16 +71,22 @@ class FaceCrops(torch.utils.data.Dataset):
         self.people = rows["video_id"].to_numpy()  # a donor is never from the same video (the same person)
         self.donors = np.flatnonzero(self.labels == 0)
         self.poses = np.stack([pose(points) for points in self.landmarks]) if self.landmarks else np.zeros((0, 10))
+        self.from_video = (rows["kind"] == "video").to_numpy() if video_share else np.ones(len(rows), bool)
+        self.video_share = video_share
+        self.set_epoch(0)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.order)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.order = epoch_order(self.from_video, self.video_share, self.seed, epoch)
 
-    def __getitem__(self, index: int) -> list[tuple[torch.Tensor, int]]:
+    def __getitem__(self, position: int) -> list[tuple[torch.Tensor, int]]:
+        # Draws are seeded by the position in the epoch, so that a face repeated in one epoch varies.
+        rng = np.random.default_rng([self.seed, self.epoch, position])
+        index = int(self.order[position])
         crop = read_image(self.paths[index])
-        rng = np.random.default_rng([self.seed, self.epoch, index])
         images = [(crop, int(self.labels[index]))]
         if self.fakes != "dataset" and self.labels[index] == 0:
             # Landmarks are in the saved crop's pixels; blending happens before the resize to the input size.
@@ -107,6 +114,25 @@ class FaceCrops(torch.utils.data.Dataset):
             return None
         best = min(others, key=lambda j: float(np.sum((self.poses[j] - self.poses[index]) ** 2)))
         return read_image(self.paths[best]), self.landmarks[best]
+
+
+def epoch_order(from_video: np.ndarray, video_share: float, seed: int, epoch: int) -> np.ndarray:
+    """The rows one epoch trains on, as indices: each once (`video_share` 0, or faces of one kind only), else as
+    many as there are rows, `video_share` of them from videos and the rest from photos. Each kind is walked in
+    a fixed shuffled order, one window per epoch, so over the epochs every photo is seen as evenly as the share
+    allows and the video faces repeat (wrapping around) rather than some never being drawn."""
+    everything = np.arange(len(from_video))
+    video, photo = everything[from_video], everything[~from_video]
+    if not video_share or not len(video) or not len(photo):
+        return everything
+    wanted = {"video": round(video_share * len(everything))}
+    wanted["photo"] = len(everything) - wanted["video"]
+    picks = []
+    for offset, (kind, rows) in enumerate((("video", video), ("photo", photo))):
+        shuffled = np.random.default_rng([seed, offset]).permutation(rows)
+        start = epoch * wanted[kind]
+        picks.append(shuffled[np.arange(start, start + wanted[kind]) % len(shuffled)])
+    return np.concatenate(picks)
 
 
 def collate_pairs(items: list[list[tuple[torch.Tensor, int]]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,6 +328,8 @@ def fit(
     only rank 0 logs and writes the checkpoint. The global batch stays `batch_size`.
     """
     faces_dir = Path(faces_dir)
+    if params.video_share and "kind" not in faces:
+        raise DataError("train.video_share needs each face's media kind: a 'kind' column (video or photo)")
     group = join_process_group()
     log = logger.info if group.main else (lambda *_: None)
     torch.manual_seed(params.seed)
@@ -319,6 +347,7 @@ def fit(
         degrade=Degrade(h264=params.h264, sharpen=params.sharpen),
         swap=params.swap,
         rendered=params.rendered,
+        video_share=params.video_share,
     )
     if len(train_set) == 0:
         raise DataError(
