@@ -169,6 +169,6 @@ def efficientnet_lite0(weights: str):
 
 @BACKBONES.register("efficientnet_lite2")
 def efficientnet_lite2(weights: str):
-    """Wider and deeper than Lite0 (4.9M against 3.4M parameters with its head), trained at 260 px: about 1.6x
+    """Wider and deeper than Lite0 (4.8M against 3.4M parameters with its head), trained at 260 px: about 1.6x
     Lite0's cost per image at the same input size."""
     return _efficientnet_lite(2, weights)
