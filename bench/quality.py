@@ -275,12 +275,10 @@ def train_and_score(args) -> None:
     import dataclasses
     import types
 
-    import torch
-
     from deepfake.atomic import write_csv
     from deepfake.config import load_config
     from deepfake.model.onnx_classifier import load_face_classifier
-    from deepfake.model.training import fit
+    from deepfake.model.training import fit, save_model, with_media_kind
 
     workspace = Path(args.workspace)
     config = override(load_config(workspace / "params.yaml"), args.set)
@@ -296,7 +294,7 @@ def train_and_score(args) -> None:
         # Held out of every set, not only those scored now: runs scoring fewer sets still train on the same faces.
         everything = {name: make() for name, make in SETS.items()}
         videos = pd.read_csv(workspace / config.paths.interim / "videos.csv")
-        faces = faces.merge(videos[["video_id", "kind"]], on="video_id", how="left")  # as the train stage does
+        faces = with_media_kind(faces, videos)  # as the train stage does
         faces, held_out = without_benchmark_videos(faces, videos, everything)
         summary["held_out_of_training"] = held_out
         print(f"{len(held_out)} benchmark videos and their groups held out of training", flush=True)
@@ -312,16 +310,25 @@ def train_and_score(args) -> None:
                 best_epoch = int(json.loads((reports / "train.json").read_text())["best_epoch"])
                 metrics = json.loads((reports / "metrics.json").read_text())
                 calibration = (metrics["calibration"]["temperature"], metrics["video"]["threshold"])
-            else:
-                history = pd.read_csv(Path(args.weights).with_suffix(".history.csv"))
-                best_epoch = int(history["val_blend_auc"].idxmax()) + 1
+            else:  # a --train run's seedN.pt (its best epoch) or seedN.epochE.pt (epoch E)
+                run, _, epoch = Path(args.weights).stem.partition(".epoch")
+                history = pd.read_csv(Path(args.weights).with_name(f"{run}.history.csv"))
+                best_epoch = int(epoch) if epoch else int(history["val_blend_auc"].idxmax()) + 1
                 calibration = (1.0, 0.5)
             result = types.SimpleNamespace(model=model, history=history, best_epoch=best_epoch)
         else:
             calibration = (1.0, 0.5)  # no validation-fitted calibration for a bare training run
             params = dataclasses.replace(config.train, seed=seed)
-            result = fit(faces, faces_dir, config.model, params, checkpoint=out / f"seed{seed}.checkpoint.pt")
-            torch.save(result.model.state_dict(), out / f"seed{seed}.pt")
+            result = fit(
+                faces,
+                faces_dir,
+                config.model,
+                params,
+                checkpoint=out / f"seed{seed}.checkpoint.pt",
+                # Every epoch's weights, so a later epoch can be scored (--weights) without training again.
+                after_epoch=lambda epoch, model, seed=seed: save_model(model, out / f"seed{seed}.epoch{epoch}.pt"),
+            )
+            save_model(result.model, out / f"seed{seed}.pt")
             result.history.to_csv(out / f"seed{seed}.history.csv", index=False)
         best = result.history.iloc[result.best_epoch - 1]
         summary["seeds"][seed] = {"best_epoch": result.best_epoch, "history": result.history.to_dict("records")}
@@ -389,7 +396,11 @@ def main() -> None:
     parser.add_argument("--workspace", default=str(ROOT / "build" / "shared-model"))
     parser.add_argument("--name", default="recipe", help="--train: the run's folder under --out")
     parser.add_argument("--seeds", default="0", help="--train: comma-separated seeds")
-    parser.add_argument("--weights", default="", help="--train: score these trained weights instead of training")
+    parser.add_argument(
+        "--weights",
+        default="",
+        help="--train: score these trained weights instead of training (seedN.pt: the best epoch; seedN.epochE.pt: epoch E)",
+    )
     parser.add_argument(
         "--set", action="append", default=[], help="--train: override a setting, e.g. model.input_size=288"
     )

@@ -10,7 +10,7 @@ import pandas as pd
 
 from deepfake.atomic import write_csv, write_json
 from deepfake.config import Config
-from deepfake.model.training import fit, save_model
+from deepfake.model.training import fit, save_model, with_media_kind
 from deepfake.tracking import connect, dvc_output_hash, flatten, git_commit, start_run
 from stages import run
 
@@ -36,8 +36,7 @@ def main(config: Config) -> None:
     main_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 alone logs and writes
     if main_process:
         connect()  # before training: an unreachable tracking server fails now, not after an hour of epochs
-    media = pd.read_csv(paths.videos_table, usecols=["video_id", "kind"])
-    faces = pd.read_csv(paths.faces_table).merge(media, on="video_id", how="left")
+    faces = with_media_kind(pd.read_csv(paths.faces_table), pd.read_csv(paths.videos_table))
     result = fit(faces, paths.faces, model, train, checkpoint=paths.checkpoint)
     if not main_process:
         return  # the other processes of a DDP run hold the same weights

@@ -90,6 +90,21 @@ def test_the_epoch_kept_is_the_best_by_held_out_pseudo_fake_auc(faces):
     assert result.best_epoch == int(history.loc[history["val_blend_auc"].idxmax(), "epoch"])
 
 
+def test_each_epochs_weights_are_handed_out_and_the_best_is_the_one_returned(faces):
+    table, faces_dir = faces
+    params = TrainParams(**{**TINY.__dict__, "epochs": 3, "patience": 5})
+    seen = {}
+
+    def keep(epoch, model):
+        seen[epoch] = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+    result = fit(table, faces_dir, TINY_MODEL, params, after_epoch=keep)
+    assert sorted(seen) == [1, 2, 3]
+    assert not all(torch.equal(seen[1][name], seen[3][name]) for name in seen[1]), "the weights should move"
+    for name, tensor in result.model.state_dict().items():
+        assert torch.equal(tensor, seen[result.best_epoch][name]), name
+
+
 def test_validation_scores_keep_pseudo_fakes_and_labelled_fakes_apart():
     from deepfake.model.training import validation_scores
 

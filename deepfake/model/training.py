@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -152,6 +153,11 @@ def training_rows(faces: pd.DataFrame, params: TrainParams, split: str) -> pd.Da
             )
         rows = rows.loc[picks]
     return rows.reset_index(drop=True)
+
+
+def with_media_kind(faces: pd.DataFrame, videos: pd.DataFrame) -> pd.DataFrame:
+    """The faces table with each face's media kind (video or photo) from the videos table: `train.video_share` needs it."""
+    return faces.merge(videos[["video_id", "kind"]], on="video_id", how="left")
 
 
 def class_weights(dataset: FaceCrops) -> torch.Tensor:
@@ -316,6 +322,7 @@ def fit(
     params: TrainParams,
     *,
     checkpoint: str | os.PathLike | None = None,
+    after_epoch: Callable[[int, Classifier], None] | None = None,
 ) -> TrainResult:
     """Train on the train split, validate on val each epoch, keep the best; resume from `checkpoint`.
 
@@ -326,6 +333,9 @@ def fit(
     Under torchrun each process trains on its share of every epoch's batches (DistributedDataParallel
     averages the gradients, so all hold the same weights) and validates on the whole validation split;
     only rank 0 logs and writes the checkpoint. The global batch stays `batch_size`.
+
+    `after_epoch(epoch, model)` is called on rank 0 after each epoch (1-based) with that epoch's weights, e.g. to
+    keep every epoch's model for a benchmark that judges longer training without training again.
     """
     faces_dir = Path(faces_dir)
     if params.video_share and "kind" not in faces:
@@ -486,6 +496,8 @@ def fit(
         state["epoch"] = epoch + 1
         if checkpoint and group.main:
             save_checkpoint(checkpoint, key, model, optimizer, scheduler, state)
+        if after_epoch is not None and group.main:
+            after_epoch(epoch + 1, model)
 
     model.load_state_dict(state["best_state"])
     return TrainResult(model.cpu(), pd.DataFrame(state["history"]), origin, state["best_epoch"], resumed_from)
