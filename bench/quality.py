@@ -275,7 +275,7 @@ def train_and_score(args) -> None:
     import dataclasses
     import types
 
-    from deepfake.atomic import write_csv
+    from deepfake.atomic import atomic_path, write_csv
     from deepfake.config import load_config
     from deepfake.model.onnx_classifier import load_face_classifier
     from deepfake.model.training import fit, save_model, with_media_kind
@@ -329,14 +329,14 @@ def train_and_score(args) -> None:
                 after_epoch=lambda epoch, model, seed=seed: save_model(model, out / f"seed{seed}.epoch{epoch}.pt"),
             )
             save_model(result.model, out / f"seed{seed}.pt")
-            result.history.to_csv(out / f"seed{seed}.history.csv", index=False)
+            write_csv(result.history, out / f"seed{seed}.history.csv")
         best = result.history.iloc[result.best_epoch - 1]
         summary["seeds"][seed] = {"best_epoch": result.best_epoch, "history": result.history.to_dict("records")}
         per_set = {}
         for name, table in sets.items():
             set_faces, set_dir = crops[name]
             per_set[name] = score_crops(result.model, set_faces, set_dir, table, config, calibration[0])
-            per_set[name][0].to_csv(out / f"seed{seed}.{name}.csv", index=False)
+            write_csv(per_set[name][0], out / f"seed{seed}.{name}.csv")
         if len(per_set) > 1:
             per_set["pooled"] = (pooled([scored for scored, _ in per_set.values()]), None)
         shift = sharpened_shift(result.model, *crops["dev"], config) if "dev" in crops else None
@@ -368,7 +368,8 @@ def train_and_score(args) -> None:
                 }
             )
             print(json.dumps({f"seed {seed} {name}": result_set}, indent=1), flush=True)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        with atomic_path(out / "summary.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     table = pd.DataFrame(rows)
     for name, per_set in table.groupby("set"):
         print(
@@ -408,6 +409,7 @@ def main() -> None:
     if args.train:
         return train_and_score(args)
 
+    from deepfake.atomic import write_csv, write_json
     from deepfake.config import project_config
     from deepfake.serving.loading import load_detector_model
     from deepfake.tracking import connect
@@ -449,14 +451,14 @@ def main() -> None:
             )
             print(f"{name} {number}/{len(table)} {row.file}: {result['verdict']} {result['p_fake']:.3f}", flush=True)
         scored = pd.DataFrame(rows).drop(columns=["Index"])
-        scored.to_csv(out / f"{name}.csv", index=False)
+        write_csv(scored, out / f"{name}.csv")
         tables.append(scored)
         summary["sets"][name] = summarise(scored, config.threshold)
         print(json.dumps({name: summary["sets"][name]}, indent=1), flush=True)
     if len(tables) > 1:
         summary["sets"]["pooled"] = summarise(pooled(tables), config.threshold)
         print(json.dumps({"pooled": summary["sets"]["pooled"]}, indent=1), flush=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary, out / "summary.json")
 
 
 if __name__ == "__main__":
