@@ -290,6 +290,11 @@ def train_and_score(args) -> None:
     sets = {name: SETS[name]() for name in args.sets.split(",")}
     crops = {name: bench_faces(name, table, config, cache) for name, table in sets.items()}
     summary = {"name": args.name, "overrides": args.set, "workspace": str(workspace), "seeds": {}}
+    earlier = out / "summary.json"
+    if not args.weights and earlier.is_file():  # more seeds of the same recipe join the earlier ones
+        kept = json.loads(earlier.read_text())
+        if kept.get("overrides") == args.set:
+            summary["seeds"] = kept["seeds"]
     if not args.weights:  # a run trained here never sees a benchmark video; --weights models trained as they were
         # Held out of every set, not only those scored now: runs scoring fewer sets still train on the same faces.
         everything = {name: make() for name, make in SETS.items()}
@@ -331,7 +336,7 @@ def train_and_score(args) -> None:
             save_model(result.model, out / f"seed{seed}.pt")
             write_csv(result.history, out / f"seed{seed}.history.csv")
         best = result.history.iloc[result.best_epoch - 1]
-        summary["seeds"][seed] = {"best_epoch": result.best_epoch, "history": result.history.to_dict("records")}
+        summary["seeds"][str(seed)] = {"best_epoch": result.best_epoch, "history": result.history.to_dict("records")}
         per_set = {}
         for name, table in sets.items():
             set_faces, set_dir = crops[name]
@@ -340,10 +345,10 @@ def train_and_score(args) -> None:
         if len(per_set) > 1:
             per_set["pooled"] = (pooled([scored for scored, _ in per_set.values()]), None)
         shift = sharpened_shift(result.model, *crops["dev"], config) if "dev" in crops else None
-        summary["seeds"][seed]["sharpened_shift"] = shift
+        summary["seeds"][str(seed)]["sharpened_shift"] = shift
         for name, (scored, frames) in per_set.items():
             result_set = summarise(scored, calibration[1], frames)
-            summary["seeds"][seed][name] = result_set
+            summary["seeds"][str(seed)][name] = result_set
             rows.append(
                 {
                     "name": args.name,
@@ -371,10 +376,13 @@ def train_and_score(args) -> None:
         with atomic_path(out / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     table = pd.DataFrame(rows)
-    for name, per_set in table.groupby("set"):
+    for name in table["set"].unique():  # over every seed of this recipe, earlier runs' included
+        aucs = pd.Series(
+            {seed: result[name]["video_auc"] for seed, result in summary["seeds"].items() if name in result}
+        )
         print(
-            f"{args.name} {name}: AUC {per_set['auc'].mean():.3f} (seeds {', '.join(f'{a:.3f}' for a in per_set['auc'])}, "
-            f"spread {per_set['auc'].max() - per_set['auc'].min():.3f})"
+            f"{args.name} {name}: AUC {aucs.mean():.3f} (seeds {', '.join(f'{s} {a:.3f}' for s, a in aucs.items())}, "
+            f"spread {aucs.max() - aucs.min():.3f})"
         )
     path = Path(args.out) / "table.csv"
     if path.is_file():  # earlier rows may lack a column added since: aligned by name, empty there
