@@ -256,6 +256,7 @@ class TrainParams:
     h264: float = 0.0  # chance a training face (and its pseudo-fake, alike) is re-encoded as H.264 at CRF 23-38
     sharpen: float = 0.5  # chance a training face (and its pseudo-fake, alike) is sharpened, as enhancers do
     precision: str = "fp32"  # fp32 | bf16: bfloat16 autocast (CPUs with AVX512-BF16 or AMX, and GPUs)
+    blend_sharpen: float = 0.15  # chance a pseudo-fake's pasted face is sharpened, not softened or left (at most 0.85)
     swap: float = 1.0  # chance a pseudo-fake pastes another person's face (pose-matched, colour-matched) instead
     rendered: float = 0.0  # chance a pseudo-fake is the whole face re-rendered, unblended (a generated talking head)
     seed: int = 0
@@ -271,6 +272,10 @@ class TrainParams:
         for name in ("h264", "sharpen", "swap", "rendered"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"train.{name} is a chance, 0 to 1 (got {getattr(self, name)})")
+        if not 0 <= self.blend_sharpen <= 0.85:
+            raise ConfigError(
+                f"train.blend_sharpen is a chance, 0 to 0.85: the rest softens the pasted face (got {self.blend_sharpen})"
+            )
         if not 0 <= self.video_share < 1:
             raise ConfigError(f"train.video_share is a share of each epoch, 0 to below 1 (got {self.video_share})")
 

@@ -235,3 +235,19 @@ def test_a_rendered_face_is_the_whole_crop_smoothed_without_a_boundary():
         corner = (slice(0, 40), slice(0, 40))
         assert grain(out[corner]) < 0.75 * grain(noisy[corner])
         assert grain(out) < 0.75 * grain(noisy)
+
+
+def test_the_pasted_faces_share_sharpened_is_a_setting_and_the_rest_is_softened():
+    crop, _ = _astronaut_crop()
+
+    def detail(image: np.ndarray) -> float:
+        return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+    def sharper_softer(blend: SelfBlend) -> tuple[int, int]:
+        ratios = [detail(blend._resample(crop, np.random.default_rng(seed))) / detail(crop) for seed in range(60)]
+        return sum(r > 1.2 for r in ratios), sum(r < 0.8 for r in ratios)
+
+    sharper, softer = sharper_softer(SelfBlend())  # 15% sharpened, 70% blurred, smoothed or at a lower resolution
+    assert 3 <= sharper <= 18 and softer >= 30
+    sharper, softer = sharper_softer(SelfBlend(sharpen=0.85))  # the rest of the draws leave the source as it is
+    assert sharper >= 42 and softer == 0

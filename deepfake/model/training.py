@@ -55,6 +55,7 @@ class FaceCrops(torch.utils.data.Dataset):
         fakes: str,
         seed: int,
         degrade: Degrade | None = None,
+        blend: SelfBlend | None = None,
         swap: float = 0.0,
         rendered: float = 0.0,
         video_share: float = 0.0,
@@ -64,7 +65,7 @@ class FaceCrops(torch.utils.data.Dataset):
         self.landmarks = [np.array(json.loads(text), np.float32).reshape(5, 2) for text in rows["landmarks"]]
         self.size, self.train, self.fakes, self.seed = size, train, fakes, seed
         self.epoch = 0
-        self.degrade, self.blend = degrade or Degrade(), SelfBlend()
+        self.degrade, self.blend = degrade or Degrade(), blend or SelfBlend()
         # Pseudo-fakes may take their inner face from another person's real face (training only).
         self.swap = swap if train else 0.0
         # ...or be the whole face re-rendered, unblended, as a talking-head generator makes it (training only).
@@ -355,6 +356,7 @@ def fit(
         fakes=params.fakes,
         seed=params.seed,
         degrade=Degrade(h264=params.h264, sharpen=params.sharpen),
+        blend=SelfBlend(sharpen=params.blend_sharpen),
         swap=params.swap,
         rendered=params.rendered,
         video_share=params.video_share,
