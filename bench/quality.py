@@ -23,6 +23,12 @@ bench/out/quality/<name>/summary.json and appends one row per seed and set to be
 
     python bench/quality.py --train --name base --seeds 0,1,2
     python bench/quality.py --train --name res288 --set model.input_size=288 --set train.precision=bf16
+
+Two runs compared (`--compare RUN BASELINE`): per set and pair of seeds, RUN's video AUC minus BASELINE's on the
+same videos, with a paired bootstrap interval (both resampled alike), far tighter than the two AUCs' own intervals.
+Writes bench/out/quality/compare.RUN.BASELINE.csv.
+
+    python bench/quality.py --compare h264-50 base-heldout
 """
 
 from __future__ import annotations
@@ -390,6 +396,52 @@ def train_and_score(args) -> None:
     write_csv(table, path)
 
 
+def compare(args) -> None:
+    """Each set's video AUC of run A minus run B's, on the same videos, with a paired bootstrap interval; for
+    every pair of their seeds (the difference between two seeds of one recipe is the yardstick)."""
+    import re
+
+    from deepfake.atomic import write_csv
+    from deepfake.evaluation.metrics import bootstrap_auc_difference
+
+    def scored(name: str) -> dict[tuple[int, str], pd.DataFrame]:
+        found = {}
+        for path in sorted((Path(args.out) / name).glob("seed*.csv")):
+            match = re.fullmatch(r"seed(\d+)\.(\w+)\.csv", path.name)
+            if match and match[2] in SETS:
+                found[int(match[1]), match[2]] = pd.read_csv(path, keep_default_na=False)
+        for seed in {seed for seed, _ in found}:
+            found[seed, "pooled"] = pooled([table for (s, _), table in found.items() if s == seed])
+        if not found:
+            raise SystemExit(f"{Path(args.out) / name}: no scored sets (seedN.<set>.csv); run --train --name {name}")
+        return found
+
+    run, baseline = (scored(name) for name in args.compare)
+    rows = []
+    for (seed, name), table in run.items():
+        for (base_seed, base_name), base_table in baseline.items():
+            if base_name != name:
+                continue
+            both = table.merge(base_table[["file", "p_fake"]], on="file", suffixes=("", "_baseline"))
+            both = both[(both["p_fake"] != "") & (both["p_fake_baseline"] != "")]
+            labels = (both["label"] == "FAKE").astype(int).to_numpy()
+            difference, low, high = bootstrap_auc_difference(
+                labels, both["p_fake"].astype(float), both["p_fake_baseline"].astype(float), rounds=2000
+            )
+            rows.append(
+                {"set": name, "seed": seed, "baseline_seed": base_seed, "videos": len(both)}
+                | {"auc_difference": difference, "low": low, "high": high}
+            )
+    table = pd.DataFrame(rows).sort_values(["set", "seed", "baseline_seed"])
+    print(f"{args.compare[0]} - {args.compare[1]}: video AUC difference [paired 95% interval]")
+    for row in table.itertuples():
+        print(
+            f"  {row.set:7s} seed {row.seed} vs {row.baseline_seed}: {row.auc_difference:+.3f} "
+            f"[{row.low:+.3f}, {row.high:+.3f}] over {row.videos} videos"
+        )
+    write_csv(table, Path(args.out) / f"compare.{args.compare[0]}.{args.compare[1]}.csv")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="registered model URI; default: the project's champion")
@@ -413,7 +465,15 @@ def main() -> None:
     parser.add_argument(
         "--set", action="append", default=[], help="--train: override a setting, e.g. model.input_size=288"
     )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("RUN", "BASELINE"),
+        help="the AUC differences of two --train runs under --out, with paired intervals (nothing is scored)",
+    )
     args = parser.parse_args()
+    if args.compare:
+        return compare(args)
     if args.train:
         return train_and_score(args)
 

@@ -14,6 +14,7 @@ from deepfake.config import AggregationParams
 from deepfake.evaluation.aggregate import confident_mean, frame_scores, max_track_mean, video_scores
 from deepfake.evaluation.metrics import (
     bootstrap_auc,
+    bootstrap_auc_difference,
     choose_threshold,
     classification_metrics,
     fit_temperature,
@@ -84,6 +85,21 @@ def test_bootstrap_interval_brackets_the_auc():
     assert low < auc < high and 0 <= low and high <= 1
     assert bootstrap_auc(labels, scores, rounds=300, seed=0) == (low, high)  # seeded
     assert bootstrap_auc([1, 1], [0.2, 0.3]) == (None, None)
+
+
+def test_a_paired_difference_is_known_more_tightly_than_either_auc():
+    rng = np.random.default_rng(3)
+    labels = np.repeat([0, 1], 30)
+    hardness = rng.normal(0, 1, 60)  # what both models find hard: the set's own luck
+    baseline = labels * 0.8 + hardness + rng.normal(0, 0.3, 60)
+    better = labels * 1.2 + hardness + rng.normal(0, 0.3, 60)
+    difference, low, high = bootstrap_auc_difference(labels, better, baseline, rounds=300, seed=0)
+    assert difference == pytest.approx(sk.roc_auc_score(labels, better) - sk.roc_auc_score(labels, baseline))
+    assert 0 < low < difference < high
+    alone = [bootstrap_auc(labels, scores, rounds=300, seed=0) for scores in (better, baseline)]
+    assert high - low < min(top - bottom for bottom, top in alone) / 2
+    assert bootstrap_auc_difference(labels, baseline, baseline, rounds=50) == (0.0, 0.0, 0.0)
+    assert bootstrap_auc_difference([1, 1], [0.2, 0.3], [0.1, 0.2]) == (None, None, None)
 
 
 def test_temperature_scaling_calibrates_overconfident_logits():
