@@ -420,8 +420,8 @@ def compare(args) -> None:
     rows = []
     for (seed, name), table in run.items():
         for (base_seed, base_name), base_table in baseline.items():
-            if base_name != name:
-                continue
+            if base_name != name or (args.compare[0] == args.compare[1] and base_seed == seed):
+                continue  # one run's seeds against each other, not each against itself
             both = table.merge(base_table[["file", "p_fake"]], on="file", suffixes=("", "_baseline"))
             both = both[(both["p_fake"] != "") & (both["p_fake_baseline"] != "")]
             labels = (both["label"] == "FAKE").astype(int).to_numpy()
