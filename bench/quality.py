@@ -173,6 +173,18 @@ def paired_auc(scored: pd.DataFrame) -> float | None:
 # ---------------------------------------------------------------- training half
 
 
+def averaged_weights(paths: list[str]) -> dict:
+    """The state_dicts' floating-point tensors averaged (batch-norm statistics too), other tensors (counters)
+    taken from the last: the weights of several epochs of one run, as stochastic weight averaging makes them."""
+    import torch
+
+    states = [torch.load(path, weights_only=True) for path in paths]
+    return {
+        key: sum(state[key] for state in states) / len(states) if tensor.is_floating_point() else tensor
+        for key, tensor in states[-1].items()
+    }
+
+
 def without_benchmark_videos(
     faces: pd.DataFrame, videos: pd.DataFrame, sets: dict[str, pd.DataFrame]
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -281,6 +293,8 @@ def train_and_score(args) -> None:
     import dataclasses
     import types
 
+    import torch
+
     from deepfake.atomic import atomic_path, write_csv
     from deepfake.config import load_config
     from deepfake.model.onnx_classifier import load_face_classifier
@@ -312,18 +326,23 @@ def train_and_score(args) -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")] if not args.weights else [config.train.seed]:
         if args.weights:  # a model trained elsewhere (`make shared-model`, or a --train run's seedN.pt)
+            weights = Path(args.weights.split(",")[-1])  # several: averaged; the run's history is the last one's
+            loaded = out / f"seed{seed}.averaged.pt" if "," in args.weights else weights
+            if "," in args.weights:
+                with atomic_path(loaded) as tmp:
+                    torch.save(averaged_weights(args.weights.split(",")), tmp)
             model = load_face_classifier(
-                args.weights, config.model.backbone, config.model.input_size, config.evaluate.runtime
+                loaded, config.model.backbone, config.model.input_size, config.evaluate.runtime
             )
-            reports = Path(args.weights).parent.parent / config.paths.reports
+            reports = weights.parent.parent / config.paths.reports
             if (reports / "metrics.json").is_file():  # as registered: its evaluate stage's choices on validation
                 history = pd.read_csv(reports / "history.csv")
                 best_epoch = int(json.loads((reports / "train.json").read_text())["best_epoch"])
                 metrics = json.loads((reports / "metrics.json").read_text())
                 calibration = (metrics["calibration"]["temperature"], metrics["video"]["threshold"])
             else:  # a --train run's seedN.pt (its best epoch) or seedN.epochE.pt (epoch E)
-                run, _, epoch = Path(args.weights).stem.partition(".epoch")
-                history = pd.read_csv(Path(args.weights).with_name(f"{run}.history.csv"))
+                run, _, epoch = weights.stem.partition(".epoch")
+                history = pd.read_csv(weights.with_name(f"{run}.history.csv"))
                 best_epoch = int(epoch) if epoch else int(history["val_blend_auc"].idxmax()) + 1
                 calibration = (1.0, 0.5)
             result = types.SimpleNamespace(model=model, history=history, best_epoch=best_epoch)
@@ -460,7 +479,8 @@ def main() -> None:
     parser.add_argument(
         "--weights",
         default="",
-        help="--train: score these trained weights instead of training (seedN.pt: the best epoch; seedN.epochE.pt: epoch E)",
+        help="--train: score these trained weights instead of training (seedN.pt: the best epoch; seedN.epochE.pt: "
+        "epoch E; several, comma-separated: their average, e.g. seed1.epoch3.pt,seed1.epoch4.pt,seed1.epoch5.pt)",
     )
     parser.add_argument(
         "--set", action="append", default=[], help="--train: override a setting, e.g. model.input_size=288"

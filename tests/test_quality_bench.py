@@ -53,3 +53,57 @@ def test_the_ffpp_originals_the_benchmark_scores_are_real_clips_of_real_videos(q
     assert len(originals) >= 6
     assert all(Path(path).parent == quality.SHARED / "real-videos" / "videos" for path in originals["path"])
     assert set(ffpp.loc[ffpp["label"] == "FAKE", "original"]) <= set(originals["file"])
+
+
+def test_several_epochs_weights_average_their_floats_and_keep_the_last_counters(quality, tmp_path):
+    import torch
+
+    paths = []
+    for epoch, value in enumerate([1.0, 2.0, 6.0], start=1):
+        state = {"conv.weight": torch.full((2, 2), value), "bn.num_batches_tracked": torch.tensor(epoch * 10)}
+        torch.save(state, tmp_path / f"seed0.epoch{epoch}.pt")
+        paths.append(str(tmp_path / f"seed0.epoch{epoch}.pt"))
+
+    averaged = quality.averaged_weights(paths)
+
+    assert torch.equal(averaged["conv.weight"], torch.full((2, 2), 3.0))
+    assert averaged["bn.num_batches_tracked"].item() == 30
+
+
+def _scored_run(folder: Path, seed: int, fake_scores: list[float]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, prefix in (("dev", "d"), ("ffpp", "f")):
+        pd.DataFrame(
+            {
+                "file": [f"{prefix}{i}.mp4" for i in range(6)],
+                "label": ["REAL"] * 3 + ["FAKE"] * 3,
+                "family": ["real"] * 3 + ["swap"] * 3,
+                "original": [""] * 6,
+                "p_fake": [0.2, 0.4, 0.6] + fake_scores,
+            }
+        ).to_csv(folder / f"seed{seed}.{name}.csv", index=False)
+
+
+def test_two_runs_are_compared_per_set_and_seed_on_the_same_videos(quality, tmp_path, capsys):
+    import argparse
+
+    _scored_run(tmp_path / "better", 0, [0.7, 0.8, 0.9])  # every fake above every real: AUC 1
+    _scored_run(tmp_path / "base", 0, [0.1, 0.5, 0.9])  # AUC 5/9
+    _scored_run(tmp_path / "base", 1, [0.1, 0.3, 0.5])  # AUC 3/9
+
+    quality.compare(argparse.Namespace(out=str(tmp_path), compare=["better", "base"]))
+
+    table = pd.read_csv(tmp_path / "compare.better.base.csv")
+    assert sorted(set(table["set"])) == ["dev", "ffpp", "pooled"]
+    dev = table[table["set"] == "dev"].set_index("baseline_seed")["auc_difference"]
+    assert dev[0] == pytest.approx(4 / 9) and dev[1] == pytest.approx(6 / 9)
+    assert (table[table["set"] == "pooled"]["videos"] == 12).all()  # both sets' videos, each once
+    assert "dev     seed 0 vs 1: +0.667" in capsys.readouterr().out
+
+    quality.compare(argparse.Namespace(out=str(tmp_path), compare=["base", "base"]))  # seeds against each other only
+    assert set(zip(*[pd.read_csv(tmp_path / "compare.base.base.csv")[c] for c in ("seed", "baseline_seed")])) == {
+        (0, 1),
+        (1, 0),
+    }
+    with pytest.raises(SystemExit, match="missing: no scored sets"):
+        quality.compare(argparse.Namespace(out=str(tmp_path), compare=["missing", "base"]))
