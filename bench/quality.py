@@ -326,11 +326,12 @@ def train_and_score(args) -> None:
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")] if not args.weights else [config.train.seed]:
         if args.weights:  # a model trained elsewhere (`make shared-model`, or a --train run's seedN.pt)
-            weights = Path(args.weights.split(",")[-1])  # several: averaged; the run's history is the last one's
-            loaded = out / f"seed{seed}.averaged.pt" if "," in args.weights else weights
-            if "," in args.weights:
+            paths = args.weights.split(",")  # several: averaged; the run's history is the last one's
+            weights = loaded = Path(paths[-1])
+            if len(paths) > 1:
+                loaded = out / f"seed{seed}.averaged.pt"
                 with atomic_path(loaded) as tmp:
-                    torch.save(averaged_weights(args.weights.split(",")), tmp)
+                    torch.save(averaged_weights(paths), tmp)
             model = load_face_classifier(
                 loaded, config.model.backbone, config.model.input_size, config.evaluate.runtime
             )
