@@ -178,11 +178,9 @@ def averaged_weights(paths: list[str]) -> dict:
     taken from the last: the weights of several epochs of one run, as stochastic weight averaging makes them."""
     import torch
 
-    states = [torch.load(path, weights_only=True) for path in paths]
-    return {
-        key: sum(state[key] for state in states) / len(states) if tensor.is_floating_point() else tensor
-        for key, tensor in states[-1].items()
-    }
+    from deepfake.model.training import average_states
+
+    return average_states([torch.load(path, weights_only=True) for path in paths])
 
 
 def without_benchmark_videos(
@@ -346,7 +344,15 @@ def train_and_score(args) -> None:
                 history = pd.read_csv(weights.with_name(f"{run}.history.csv"))
                 best_epoch = int(epoch) if epoch else int(history["val_blend_auc"].idxmax()) + 1
                 calibration = (1.0, 0.5)
-            result = types.SimpleNamespace(model=model, history=history, best_epoch=best_epoch)
+            keys = ("val_loss", "val_accuracy", "val_auc", "val_blend_auc")
+            result = types.SimpleNamespace(
+                model=model,
+                history=history,
+                best_epoch=best_epoch,
+                kept=" + ".join(Path(path).name for path in paths),
+                # an average was not validated here: its figures are not the last epoch's
+                validation=dict(history.iloc[best_epoch - 1][list(keys)]) if len(paths) == 1 else dict.fromkeys(keys),
+            )
         else:
             calibration = (1.0, 0.5)  # no validation-fitted calibration for a bare training run
             params = dataclasses.replace(config.train, seed=seed)
@@ -361,8 +367,11 @@ def train_and_score(args) -> None:
             )
             save_model(result.model, out / f"seed{seed}.pt")
             write_csv(result.history, out / f"seed{seed}.history.csv")
-        best = result.history.iloc[result.best_epoch - 1]
-        summary["seeds"][str(seed)] = {"best_epoch": result.best_epoch, "history": result.history.to_dict("records")}
+        summary["seeds"][str(seed)] = {
+            "best_epoch": result.best_epoch,
+            "kept": result.kept,
+            "history": result.history.to_dict("records"),
+        }
         per_set = {}
         for name, table in sets.items():
             set_faces, set_dir = crops[name]
@@ -394,7 +403,8 @@ def train_and_score(args) -> None:
                     "accuracy_at_threshold": result_set["accuracy_at_threshold"],
                     "sharpened_shift": shift,
                     "best_epoch": result.best_epoch,
-                    "val_blend_auc": best["val_blend_auc"],
+                    "kept": result.kept,
+                    "val_blend_auc": result.validation["val_blend_auc"],
                     "images_per_s": float(result.history["images_per_s"].median()),
                 }
             )

@@ -122,8 +122,9 @@ def summary(project: Path = typer.Option(Path("."), help="Project root (its para
     train_path = reports / "train.json"
     if train_path.is_file():
         train = json.loads(train_path.read_text())
+        kept = train.get("kept", f"best epoch {train['best_epoch']}")  # older reports lack it
         typer.echo(
-            f"model: {train['backbone']} ({train['weights_used']} weights), best epoch {train['best_epoch']} of "
+            f"model: {train['backbone']} ({train['weights_used']} weights), {kept} of "
             f"{train['epochs_run']}, val loss {train['val_loss']:.3f}, val AUC {train['val_auc']:.3f} "
             f"({project / paths.model_file})"
         )

@@ -259,6 +259,8 @@ class TrainParams:
     blend_sharpen: float = 0.15  # chance a pseudo-fake's pasted face is sharpened, not softened or left (at most 0.85)
     swap: float = 1.0  # chance a pseudo-fake pastes another person's face (pose-matched, colour-matched) instead
     rendered: float = 0.0  # chance a pseudo-fake is the whole face re-rendered, unblended (a generated talking head)
+    # > 1: the model kept is the average of the last this many epochs' weights, not the one epoch select_by picks
+    average_epochs: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -269,6 +271,7 @@ class TrainParams:
         _at_least("train.epochs", self.epochs, 1)
         _at_least("train.batch_size", self.batch_size, 2)
         _at_least("train.processes", self.processes, 1)
+        _at_least("train.average_epochs", self.average_epochs, 0)
         for name in ("h264", "sharpen", "swap", "rendered"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"train.{name} is a chance, 0 to 1 (got {getattr(self, name)})")

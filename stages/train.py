@@ -44,7 +44,6 @@ def main(config: Config) -> None:
     Path(paths.checkpoint).unlink(missing_ok=True)  # finished: a rerun starts afresh
     history_path = f"{paths.reports}/history.csv"
     write_csv(result.history, history_path)
-    best = result.history.iloc[result.best_epoch - 1]
     summary = {
         "backbone": model.backbone,
         "input_size": model.input_size,
@@ -53,12 +52,11 @@ def main(config: Config) -> None:
         "weights_used": result.origin.used,
         "weights_source": result.origin.source,
         "best_epoch": result.best_epoch,
+        "averaged_epochs": result.averaged_epochs,
+        "kept": result.kept,
         "epochs_run": len(result.history),
         "resumed_from_epoch": result.resumed_from,
-        "val_loss": best["val_loss"],
-        "val_accuracy": best["val_accuracy"],
-        "val_auc": best["val_auc"],
-        "val_blend_auc": best["val_blend_auc"],
+        **result.validation,  # of the weights kept
         "selected_by": config.train.select_by,
         "images_per_s": float(result.history["images_per_s"].median()),
     }
@@ -76,17 +74,15 @@ def main(config: Config) -> None:
         mlflow.log_metrics(
             {
                 "best_epoch": result.best_epoch,
-                "best_val_loss": float(best["val_loss"]),
-                "best_val_auc": float(best["val_auc"]) if pd.notna(best["val_auc"]) else float("nan"),
-                "best_val_blend_auc": float(best["val_blend_auc"]) if pd.notna(best["val_blend_auc"]) else float("nan"),
+                **{f"kept_{key}": float(value) for key, value in result.validation.items()},
             }
         )
         mlflow.log_artifact(history_path)
         summary["mlflow_run_id"] = mlflow_run.info.run_id
     write_json(summary, f"{paths.reports}/train.json")
     print(
-        f"train: best epoch {result.best_epoch} of {len(result.history)} by {config.train.select_by}, "
-        f"val auc {best['val_auc']:.3f}, blend auc {best['val_blend_auc']:.3f}; "
+        f"train: kept {result.kept} of {len(result.history)} (best by {config.train.select_by}: {result.best_epoch}), "
+        f"val auc {result.validation['val_auc']:.3f}, blend auc {result.validation['val_blend_auc']:.3f}; "
         f"weights {result.origin.describe()}; wrote {paths.model_file}, {history_path}, {paths.reports}/train.json; "
         f"MLflow run {mlflow_run.info.run_id}"
     )

@@ -105,6 +105,39 @@ def test_each_epochs_weights_are_handed_out_and_the_best_is_the_one_returned(fac
         assert torch.equal(tensor, seen[result.best_epoch][name]), name
 
 
+def test_averaging_keeps_the_mean_of_the_last_epochs_validated_and_survives_a_resume(faces, tmp_path):
+    table, faces_dir = faces
+    params = TrainParams(**{**TINY.__dict__, "epochs": 3, "patience": 5, "average_epochs": 2})
+    seen = {}
+
+    def keep(epoch, model):
+        seen[epoch] = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    result = fit(table, faces_dir, TINY_MODEL, params, checkpoint=checkpoint, after_epoch=keep)
+    assert result.averaged_epochs == [2, 3] and result.kept == "epochs 2-3 averaged"
+    for name, tensor in result.model.state_dict().items():
+        if tensor.is_floating_point():
+            assert torch.allclose(tensor, (seen[2][name] + seen[3][name]) / 2), name
+        else:  # batch-norm's counter: the last epoch's
+            assert torch.equal(tensor, seen[3][name]), name
+    assert not all(torch.equal(result.model.state_dict()[name], seen[3][name]) for name in seen[3])
+    # The average is validated on its own: its figures are no epoch's.
+    assert set(result.validation) == {"val_loss", "val_accuracy", "val_auc", "val_blend_auc"}
+    assert 0 <= result.validation["val_blend_auc"] <= 1
+    assert result.validation["val_loss"] not in set(result.history["val_loss"])
+
+    # A finished run's checkpoint holds the epochs to average: a rerun returns the same model.
+    again = fit(table, faces_dir, TINY_MODEL, params, checkpoint=checkpoint)
+    assert again.resumed_from == 3 and again.averaged_epochs == [2, 3]
+    for name, tensor in result.model.state_dict().items():
+        assert torch.equal(tensor, again.model.state_dict()[name]), name
+
+    single = fit(table, faces_dir, TINY_MODEL, TrainParams(**{**params.__dict__, "average_epochs": 1, "epochs": 1}))
+    assert single.averaged_epochs == [] and single.kept == "best epoch 1"
+    assert single.validation["val_loss"] == single.history["val_loss"].iloc[0]
+
+
 def test_validation_scores_keep_pseudo_fakes_and_labelled_fakes_apart():
     from deepfake.model.training import validation_scores
 
@@ -260,6 +293,8 @@ def test_bad_params_are_refused():
         TrainParams(fakes="gan")
     with pytest.raises(ValueError, match="train.scheduler"):
         TrainParams(scheduler="linear")
+    with pytest.raises(ConfigError, match="train.average_epochs must be at least 0"):
+        TrainParams(average_epochs=-1)
 
 
 def test_bfloat16_training_runs_and_learns_like_float32(faces):

@@ -28,9 +28,10 @@ def model_card(*, name: str, train: dict, metrics: dict, params: dict, data: dic
         "",
         f"- backbone `{train['backbone']}`, weights {train['weights_used']} ({train['weights_source']}), "
         f"input {train['input_size']} px",
-        f"- best epoch {train['best_epoch']} of {train['epochs_run']}; val loss {_fmt(train['val_loss'])}, "
+        f"- weights kept: {train.get('kept', 'best epoch ' + str(train['best_epoch']))}, of {train['epochs_run']} run "
+        f"(best by {train.get('selected_by', 'val loss')}: epoch {train['best_epoch']}); val loss {_fmt(train['val_loss'])}, "
         f"val AUC {_fmt(train['val_auc'])} against labelled fakes, {_fmt(train.get('val_blend_auc'))} against "
-        f"held-out people's pseudo-fakes (epoch chosen by {train.get('selected_by', 'val loss')})",
+        f"held-out people's pseudo-fakes",
         f"- frames per video: {params['frames']['per_video'] if params['frames']['per_second'] is None else str(params['frames']['per_second']) + ' per second'}; "
         f"aggregation `{metrics['strategy']}`; temperature {_fmt(metrics['calibration']['temperature'])}; "
         f"decision threshold {_fmt(video.get('threshold'))} ({video.get('threshold_source')})",

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -300,13 +300,34 @@ def improvement(metrics: dict, best: float, select_by: str) -> tuple[bool, float
     return value > best, value
 
 
+def average_states(states: list[dict]) -> dict:
+    """Several epochs' state_dicts as one: floating-point tensors averaged (batch-norm statistics too, which
+    costs no pass over the data), other tensors (batch-norm counters) taken from the last."""
+    return {
+        key: sum(state[key] for state in states) / len(states) if tensor.is_floating_point() else tensor
+        for key, tensor in states[-1].items()
+    }
+
+
+VALIDATION_KEYS = ("loss", "accuracy", "auc", "blend_auc")
+
+
 @dataclass
 class TrainResult:
     model: Classifier
     history: pd.DataFrame
     origin: WeightsOrigin
-    best_epoch: int
+    best_epoch: int  # the epoch `train.select_by` chose
     resumed_from: int  # epochs already done when this run started
+    validation: dict  # val_loss, val_accuracy, val_auc, val_blend_auc of the model returned
+    averaged_epochs: list[int] = field(default_factory=list)  # the epochs averaged into the model; empty: best_epoch's
+
+    @property
+    def kept(self) -> str:
+        """Which weights the model holds, in words."""
+        if self.averaged_epochs:
+            return f"epochs {self.averaged_epochs[0]}-{self.averaged_epochs[-1]} averaged"
+        return f"best epoch {self.best_epoch}"
 
 
 def run_key(faces: pd.DataFrame, model: ModelParams, params: TrainParams) -> str:
@@ -334,6 +355,10 @@ def fit(
     Under torchrun each process trains on its share of every epoch's batches (DistributedDataParallel
     averages the gradients, so all hold the same weights) and validates on the whole validation split;
     only rank 0 logs and writes the checkpoint. The global batch stays `batch_size`.
+
+    With `params.average_epochs` > 1 the model returned is instead the average of the last that many epochs'
+    weights (stochastic weight averaging over the cosine schedule's tail), validated like an epoch: no single
+    epoch's luck, and no choice among epochs whose validation AUCs differ by less than their noise.
 
     `after_epoch(epoch, model)` is called on rank 0 after each epoch (1-based) with that epoch's weights, e.g. to
     keep every epoch's model for a benchmark that judges longer training without training again.
@@ -393,7 +418,15 @@ def fit(
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=params.batch_size, **loader_options)
 
     key = run_key(faces, model_params, params)
-    state = {"epoch": 0, "history": [], "best_score": -math.inf, "best_epoch": -1, "best_state": None, "stale": 0}
+    state = {
+        "epoch": 0,
+        "history": [],
+        "best_score": -math.inf,
+        "best_epoch": -1,
+        "best_state": None,
+        "stale": 0,
+        "recent": [],  # the last `average_epochs` epochs' weights, when averaging
+    }
     resumed_from = 0
     saved = read_checkpoint(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
     if saved is not None:
@@ -495,14 +528,34 @@ def fit(
             )
         else:
             state["stale"] += 1
+        if params.average_epochs > 1:
+            weights = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})
+            state["recent"] = [*state["recent"], weights][-params.average_epochs :]
         state["epoch"] = epoch + 1
         if checkpoint and group.main:
             save_checkpoint(checkpoint, key, model, optimizer, scheduler, state)
         if after_epoch is not None and group.main:
             after_epoch(epoch + 1, model)
 
-    model.load_state_dict(state["best_state"])
-    return TrainResult(model.cpu(), pd.DataFrame(state["history"]), origin, state["best_epoch"], resumed_from)
+    history = pd.DataFrame(state["history"])
+    averaged = []
+    if len(state["recent"]) > 1:
+        model.load_state_dict(average_states(state["recent"]))
+        averaged = list(range(state["epoch"] - len(state["recent"]) + 1, state["epoch"] + 1))
+        validation = validation_scores(*predict_proba(model, val_loader, device), val_set.labels)
+        validation = {f"val_{key}": validation[key] for key in VALIDATION_KEYS}
+        log(
+            "kept epochs %d-%d averaged: val loss %.4f auc %.3f blend auc %.3f",
+            averaged[0],
+            averaged[-1],
+            *(validation[f"val_{key}"] for key in ("loss", "auc", "blend_auc")),
+        )
+    else:
+        model.load_state_dict(state["best_state"])
+        validation = {f"val_{key}": history.iloc[state["best_epoch"] - 1][f"val_{key}"] for key in VALIDATION_KEYS}
+    return TrainResult(
+        model.cpu(), history, origin, state["best_epoch"], resumed_from, validation, averaged_epochs=averaged
+    )
 
 
 def read_checkpoint(path) -> dict | None:
