@@ -260,7 +260,7 @@ class TrainParams:
     swap: float = 1.0  # chance a pseudo-fake pastes another person's face (pose-matched, colour-matched) instead
     rendered: float = 0.0  # chance a pseudo-fake is the whole face re-rendered, unblended (a generated talking head)
     # > 1: the model kept is the average of the last this many epochs' weights, not the one epoch select_by picks
-    average_epochs: int = 0
+    average_epochs: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
