@@ -183,6 +183,21 @@ def averaged_weights(paths: list[str]) -> dict:
     return average_states([torch.load(path, weights_only=True) for path in paths])
 
 
+def run_history(run: Path) -> pd.DataFrame:
+    """A --train run's epochs so far: its seedN.history.csv once finished, else its checkpoint's (so an epoch of
+    a run still training can be scored)."""
+    from deepfake.model.training import read_checkpoint
+
+    finished = run.with_name(f"{run.name}.history.csv")
+    if finished.is_file():
+        return pd.read_csv(finished)
+    checkpoint = run.with_name(f"{run.name}.checkpoint.pt")
+    saved = read_checkpoint(checkpoint) if checkpoint.is_file() else None
+    if saved is None:
+        raise SystemExit(f"{finished}: not found, nor a readable {checkpoint.name}: which run's weights are these?")
+    return pd.DataFrame(json.loads(saved["history"]))
+
+
 def without_benchmark_videos(
     faces: pd.DataFrame, videos: pd.DataFrame, sets: dict[str, pd.DataFrame]
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -341,7 +356,7 @@ def train_and_score(args) -> None:
                 calibration = (metrics["calibration"]["temperature"], metrics["video"]["threshold"])
             else:  # a --train run's seedN.pt (its best epoch) or seedN.epochE.pt (epoch E)
                 run, _, epoch = weights.stem.partition(".epoch")
-                history = pd.read_csv(weights.with_name(f"{run}.history.csv"))
+                history = run_history(weights.with_name(run))
                 best_epoch = int(epoch) if epoch else int(history["val_blend_auc"].idxmax()) + 1
                 calibration = (1.0, 0.5)
             keys = ("val_loss", "val_accuracy", "val_auc", "val_blend_auc")

@@ -107,3 +107,20 @@ def test_two_runs_are_compared_per_set_and_seed_on_the_same_videos(quality, tmp_
     }
     with pytest.raises(SystemExit, match="missing: no scored sets"):
         quality.compare(argparse.Namespace(out=str(tmp_path), compare=["missing", "base"]))
+
+
+def test_an_epoch_of_a_run_still_training_takes_its_history_from_the_checkpoint(quality, tmp_path):
+    import json
+
+    import torch
+
+    epochs = [{"epoch": 1, "val_blend_auc": 0.8}, {"epoch": 2, "val_blend_auc": 0.9}]
+    run = tmp_path / "seed0"
+    with pytest.raises(SystemExit, match="seed0.history.csv: not found, nor a readable seed0.checkpoint.pt"):
+        quality.run_history(run)
+    checkpoint = {"key": "k", "model": {}, "optimizer": {}, "history": json.dumps(epochs)}
+    torch.save(checkpoint, tmp_path / "seed0.checkpoint.pt")
+    assert quality.run_history(run).to_dict("records") == epochs
+    # Once the run has finished, its history file is the record.
+    pd.DataFrame(epochs[:1]).to_csv(tmp_path / "seed0.history.csv", index=False)
+    assert quality.run_history(run).to_dict("records") == epochs[:1]
