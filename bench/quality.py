@@ -311,7 +311,7 @@ def train_and_score(args) -> None:
     from deepfake.atomic import atomic_path, write_csv
     from deepfake.config import load_config
     from deepfake.model.onnx_classifier import load_face_classifier
-    from deepfake.model.training import fit, save_model, with_media_kind
+    from deepfake.model.training import VALIDATION_KEYS, fit, save_model, with_media_kind
 
     workspace = Path(args.workspace)
     config = override(load_config(workspace / "params.yaml"), args.set)
@@ -359,14 +359,14 @@ def train_and_score(args) -> None:
                 history = run_history(weights.with_name(run))
                 best_epoch = int(epoch) if epoch else int(history["val_blend_auc"].idxmax()) + 1
                 calibration = (1.0, 0.5)
-            keys = ("val_loss", "val_accuracy", "val_auc", "val_blend_auc")
+            keys = [f"val_{key}" for key in VALIDATION_KEYS]
             result = types.SimpleNamespace(
                 model=model,
                 history=history,
                 best_epoch=best_epoch,
                 kept=" + ".join(Path(path).name for path in paths),
                 # an average was not validated here: its figures are not the last epoch's
-                validation=dict(history.iloc[best_epoch - 1][list(keys)]) if len(paths) == 1 else dict.fromkeys(keys),
+                validation=dict(history.iloc[best_epoch - 1][keys]) if len(paths) == 1 else dict.fromkeys(keys),
             )
         else:
             calibration = (1.0, 0.5)  # no validation-fitted calibration for a bare training run
