@@ -259,6 +259,7 @@ class TrainParams:
     blend_sharpen: float = 0.15  # chance a pseudo-fake's pasted face is sharpened, not softened or left (at most 0.85)
     swap: float = 1.0  # chance a pseudo-fake pastes another person's face (pose-matched, colour-matched) instead
     rendered: float = 0.0  # chance a pseudo-fake is the whole face re-rendered, unblended (a generated talking head)
+    mask_bend: float = 0.0  # chance a pseudo-fake's mask outline is made irregular (as segmentation masks are)
     # > 1: the model kept is the average of the last this many epochs' weights, not the one epoch select_by picks
     average_epochs: int = 3
     seed: int = 0
@@ -272,7 +273,7 @@ class TrainParams:
         _at_least("train.batch_size", self.batch_size, 2)
         _at_least("train.processes", self.processes, 1)
         _at_least("train.average_epochs", self.average_epochs, 0)
-        for name in ("h264", "sharpen", "swap", "rendered"):
+        for name in ("h264", "sharpen", "swap", "rendered", "mask_bend"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"train.{name} is a chance, 0 to 1 (got {getattr(self, name)})")
         if not 0 <= self.blend_sharpen <= 0.85:

@@ -13,7 +13,7 @@ import torch
 from skimage import data
 
 from deepfake.errors import ConfigError, WeightsUnavailable
-from deepfake.model.augment import Degrade, SelfBlend, bend, face_outline, smooth
+from deepfake.model.augment import Degrade, SelfBlend, bend, eye_distance, face_outline, smooth
 from deepfake.model.backbones import BACKBONES
 from deepfake.model.classifier import Classifier, build_classifier
 from deepfake.model.transforms import to_tensor
@@ -144,6 +144,29 @@ def test_self_blend_changes_the_face_not_the_background_and_is_seeded():
     again = blend(crop, landmarks, np.random.default_rng(3))
     assert np.array_equal(again, blend(crop, landmarks, np.random.default_rng(3)))
     assert again.shape == crop.shape and again.dtype == np.uint8
+
+
+def test_a_bent_mask_moves_only_the_outline_and_by_at_most_its_amount():
+    _, landmarks = _astronaut_crop()
+    crisp = dict(mask_blur=(1e-3, 1e-3), amplitudes=(1.0,))  # a hard mask at full strength: only the outline differs
+    changed = 0
+    for seed in range(6):
+        plain = SelfBlend(**crisp)._mask((224, 224), landmarks, np.random.default_rng(seed)) > 0.5
+        bent = SelfBlend(mask_bend=1.0, **crisp)._mask((224, 224), landmarks, np.random.default_rng(seed)) > 0.5
+        differs = plain != bent
+        changed += differs.sum()
+        # Every changed pixel lies within the largest displacement (0.15 eye distances) of the plain outline.
+        inside = cv2.distanceTransform(plain.astype(np.uint8), cv2.DIST_L2, 5)
+        outside = cv2.distanceTransform((~plain).astype(np.uint8), cv2.DIST_L2, 5)
+        reach = 0.15 * eye_distance(landmarks) + 1.5
+        assert np.maximum(inside, outside)[differs].max() <= reach
+        assert abs(int(bent.sum()) - int(plain.sum())) < 0.15 * plain.sum()
+        assert bent[tuple(np.round(landmarks[2, ::-1]).astype(int))]  # the nose stays inside
+    assert changed > 0
+    assert np.array_equal(  # seeded
+        SelfBlend(mask_bend=1.0)._mask((224, 224), landmarks, np.random.default_rng(1)),
+        SelfBlend(mask_bend=1.0)._mask((224, 224), landmarks, np.random.default_rng(1)),
+    )
 
 
 def test_face_outline_surrounds_the_landmarks():

@@ -121,6 +121,10 @@ class SelfBlend:
     bend: float = 0.5  # chance the source's inner geometry is bent by a smooth random displacement field...
     bend_amount: tuple[float, float] = (0.02, 0.1)  # ...moving points by up to this many eye distances
     mask_blur: tuple[float, float] = (0.03, 0.2)  # the edge's Gaussian sigma in eye distances: crisp to very soft
+    # Chance the mask's outline is made irregular by a fine random displacement field: swappers paste through
+    # segmentation masks (DeepFaceLab's XSeg, face parsers) that follow hair, hands and shadows, not a smooth hull.
+    mask_bend: float = 0.0
+    mask_bend_amount: tuple[float, float] = (0.05, 0.15)  # ...moving the outline by up to this many eye distances
     amplitudes: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
 
     def __call__(
@@ -210,6 +214,8 @@ class SelfBlend:
             size = int(rng.integers(3, 15))
             kernel = np.ones((size, size), np.uint8)
             mask = cv2.erode(mask, kernel) if rng.random() < 0.5 else cv2.dilate(mask, kernel)
+        if self.mask_bend and rng.random() < self.mask_bend:  # drawn only when enabled: other draws unchanged
+            mask = bend(mask, rng, rng.uniform(*self.mask_bend_amount) * eye_distance(landmarks), grid=8)
         # Swaps are pasted through anything from a crisp hull to a wide feather: the width scales with the face.
         mask = cv2.GaussianBlur(mask, (0, 0), rng.uniform(*self.mask_blur) * eye_distance(landmarks))
         return mask * float(rng.choice(self.amplitudes))

@@ -381,7 +381,7 @@ def fit(
         fakes=params.fakes,
         seed=params.seed,
         degrade=Degrade(h264=params.h264, sharpen=params.sharpen),
-        blend=SelfBlend(sharpen=params.blend_sharpen),
+        blend=SelfBlend(sharpen=params.blend_sharpen, mask_bend=params.mask_bend),
         swap=params.swap,
         rendered=params.rendered,
         video_share=params.video_share,
