@@ -349,9 +349,12 @@ def train_and_score(args) -> None:
                 loaded, config.model.backbone, config.model.input_size, config.evaluate.runtime
             )
             reports = weights.parent.parent / config.paths.reports
+            keys = [f"val_{key}" for key in VALIDATION_KEYS]
+            trained = None
             if (reports / "metrics.json").is_file():  # as registered: its evaluate stage's choices on validation
                 history = pd.read_csv(reports / "history.csv")
-                best_epoch = int(json.loads((reports / "train.json").read_text())["best_epoch"])
+                trained = json.loads((reports / "train.json").read_text())
+                best_epoch = int(trained["best_epoch"])
                 metrics = json.loads((reports / "metrics.json").read_text())
                 calibration = (metrics["calibration"]["temperature"], metrics["video"]["threshold"])
             else:  # a --train run's seedN.pt (its best epoch) or seedN.epochE.pt (epoch E)
@@ -359,14 +362,13 @@ def train_and_score(args) -> None:
                 history = run_history(weights.with_name(run))
                 best_epoch = int(epoch) if epoch else int(history["val_blend_auc"].idxmax()) + 1
                 calibration = (1.0, 0.5)
-            keys = [f"val_{key}" for key in VALIDATION_KEYS]
+            if trained and "kept" in trained:  # the train stage validated the weights it kept (an average, say)
+                kept, validation = trained["kept"], {key: trained.get(key) for key in keys}
+            else:  # an average made here was not validated: its figures are not the last epoch's
+                kept = " + ".join(Path(path).name for path in paths)
+                validation = dict(history.iloc[best_epoch - 1][keys]) if len(paths) == 1 else dict.fromkeys(keys)
             result = types.SimpleNamespace(
-                model=model,
-                history=history,
-                best_epoch=best_epoch,
-                kept=" + ".join(Path(path).name for path in paths),
-                # an average was not validated here: its figures are not the last epoch's
-                validation=dict(history.iloc[best_epoch - 1][keys]) if len(paths) == 1 else dict.fromkeys(keys),
+                model=model, history=history, best_epoch=best_epoch, kept=kept, validation=validation
             )
         else:
             calibration = (1.0, 0.5)  # no validation-fitted calibration for a bare training run
