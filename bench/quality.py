@@ -393,7 +393,8 @@ def train_and_score(args) -> None:
         for name, table in sets.items():
             set_faces, set_dir = crops[name]
             per_set[name] = score_crops(result.model, set_faces, set_dir, table, config, calibration[0])
-            write_csv(per_set[name][0], out / f"seed{seed}.{name}.csv")
+            # committed: no machine paths (`file` names the video within its set)
+            write_csv(per_set[name][0].drop(columns="path"), out / f"seed{seed}.{name}.csv")
         if len(per_set) > 1:
             per_set["pooled"] = (pooled([scored for scored, _ in per_set.values()]), None)
         shift = sharpened_shift(result.model, *crops["dev"], config) if "dev" in crops else None
@@ -479,6 +480,8 @@ def compare(args) -> None:
                 {"set": name, "seed": seed, "baseline_seed": base_seed, "videos": len(both)}
                 | {"auc_difference": difference, "low": low, "high": high}
             )
+    if not rows:  # e.g. a run against itself with one seed, or two runs scored on different sets
+        raise SystemExit(f"{' and '.join(args.compare)}: no set and pair of seeds in common to compare")
     table = pd.DataFrame(rows).sort_values(["set", "seed", "baseline_seed"])
     print(f"{args.compare[0]} - {args.compare[1]}: video AUC difference [paired 95% interval]")
     for row in table.itertuples():
@@ -567,7 +570,7 @@ def main() -> None:
             )
             print(f"{name} {number}/{len(table)} {row.file}: {result['verdict']} {result['p_fake']:.3f}", flush=True)
         scored = pd.DataFrame(rows).drop(columns=["Index"])
-        write_csv(scored, out / f"{name}.csv")
+        write_csv(scored.drop(columns="path"), out / f"{name}.csv")
         tables.append(scored)
         summary["sets"][name] = summarise(scored, config.threshold)
         print(json.dumps({name: summary["sets"][name]}, indent=1), flush=True)

@@ -107,6 +107,8 @@ def test_two_runs_are_compared_per_set_and_seed_on_the_same_videos(quality, tmp_
     }
     with pytest.raises(SystemExit, match="missing: no scored sets"):
         quality.compare(argparse.Namespace(out=str(tmp_path), compare=["missing", "base"]))
+    with pytest.raises(SystemExit, match="better and better: no set and pair of seeds in common"):
+        quality.compare(argparse.Namespace(out=str(tmp_path), compare=["better", "better"]))  # one seed
 
 
 def test_an_epoch_of_a_run_still_training_takes_its_history_from_the_checkpoint(quality, tmp_path):
