@@ -7,7 +7,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo sample shared-model test test-fast lint format constraints clean
+.PHONY: install demo sample shared-model shared-faces test test-fast lint format constraints clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,11 @@ sample: install
 SHARED ?= $(abspath ../shared/data)
 shared-model: install
 	$(BIN)/python -m flows.shared_model $(SHARED)
+
+# The same workspace up to its face crops, without training (about 4 minutes): what each
+# `bench/quality.py --train` recipe trains on.
+shared-faces: install
+	$(BIN)/python -m flows.shared_model $(SHARED) --faces-only
 
 demo: sample
 	dvc repro

@@ -314,8 +314,13 @@ def train_and_score(args) -> None:
     from deepfake.model.training import VALIDATION_KEYS, fit, save_model, with_media_kind
 
     workspace = Path(args.workspace)
+    missing = f"{workspace}: no face crops to train on; `make shared-faces` makes them (about 4 minutes)"
+    if not (workspace / "params.yaml").is_file():
+        raise SystemExit(missing)
     config = override(load_config(workspace / "params.yaml"), args.set)
     faces_dir = workspace / config.paths.faces
+    if not (faces_dir / "faces.csv").is_file():
+        raise SystemExit(missing)
     faces = pd.read_csv(faces_dir / "faces.csv")
     out = Path(args.out) / args.name
     out.mkdir(parents=True, exist_ok=True)

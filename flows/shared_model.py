@@ -10,6 +10,7 @@ gate compares test metrics, which mean nothing across datasets, so the user's re
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -50,6 +51,16 @@ def prepare_workspace(workspace: Path, shared: Path) -> None:
     (workspace / "params.yaml").write_text(text + yaml.safe_dump(params, sort_keys=False))
 
 
+def shared_faces(shared: Path, workspace: Path) -> int:
+    """The workspace's pipeline up to its face crops, without training (`make shared-faces`): what
+    `bench/quality.py --train` trains each recipe on. Returns dvc's exit code; its output goes to the console."""
+    prepare_workspace(workspace, shared)
+    # The stages' own `python` is this interpreter, whatever PATH says (as the retrain flow runs them).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = os.environ | {"PATH": path, "DVC_NO_ANALYTICS": "1"}
+    return subprocess.run([sys.executable, "-m", "dvc", "repro", "faces"], cwd=workspace, env=env).returncode
+
+
 @flow(name="shared-model", log_prints=True)
 def shared_model(shared: str = str(PROJECT.parent / "shared" / "data"), workspace: str = "build/shared-model"):
     """Train, evaluate and register the recipe on the shared data; make the new version the champion."""
@@ -80,4 +91,13 @@ def shared_model(shared: str = str(PROJECT.parent / "shared" / "data"), workspac
 
 
 if __name__ == "__main__":
-    shared_model(*sys.argv[1:2])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shared", nargs="?", default=str(PROJECT.parent / "shared" / "data"))
+    parser.add_argument("--faces-only", action="store_true", help="stop after the faces stage: no training")
+    args = parser.parse_args()
+    if args.faces_only:
+        try:
+            sys.exit(shared_faces(Path(args.shared), PROJECT / "build" / "shared-model"))
+        except FileNotFoundError as error:
+            sys.exit(str(error))
+    shared_model(args.shared)

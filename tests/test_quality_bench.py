@@ -126,3 +126,15 @@ def test_an_epoch_of_a_run_still_training_takes_its_history_from_the_checkpoint(
     # Once the run has finished, its history file is the record.
     pd.DataFrame(epochs[:1]).to_csv(tmp_path / "seed0.history.csv", index=False)
     assert quality.run_history(run).to_dict("records") == epochs[:1]
+
+
+def test_a_workspace_without_face_crops_is_named_with_the_command_that_makes_them(quality, tmp_path):
+    import argparse
+
+    args = argparse.Namespace(workspace=str(tmp_path / "nowhere"), set=[])
+    with pytest.raises(SystemExit, match="nowhere: no face crops to train on; `make shared-faces`"):
+        quality.train_and_score(args)
+    (tmp_path / "prepared").mkdir()  # prepared, its pipeline not run yet
+    (tmp_path / "prepared" / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
+    with pytest.raises(SystemExit, match="prepared: no face crops"):
+        quality.train_and_score(argparse.Namespace(workspace=str(tmp_path / "prepared"), set=[]))
