@@ -260,6 +260,8 @@ class TrainParams:
     swap: float = 1.0  # chance a pseudo-fake pastes another person's face (pose-matched, colour-matched) instead
     rendered: float = 0.0  # chance a pseudo-fake is the whole face re-rendered, unblended (a generated talking head)
     mask_bend: float = 0.0  # chance a pseudo-fake's mask outline is made irregular (as segmentation masks are)
+    # weight of the auxiliary loss on where each pseudo-fake's seam runs (Face X-ray), 0: off; single process only
+    seam_loss: float = 0.0
     # > 1: the model kept is the average of the last this many epochs' weights, not the one epoch select_by picks
     average_epochs: int = 3
     seed: int = 0
@@ -280,6 +282,10 @@ class TrainParams:
             raise ConfigError(
                 f"train.blend_sharpen is a chance, 0 to 0.85: the rest softens the pasted face (got {self.blend_sharpen})"
             )
+        if self.seam_loss < 0:
+            raise ConfigError(f"train.seam_loss is a loss weight, 0 (off) or more (got {self.seam_loss})")
+        if self.seam_loss and self.processes > 1:
+            raise ConfigError("train.seam_loss trains its head in one process: set train.processes to 1")
         if not 0 <= self.video_share < 1:
             raise ConfigError(f"train.video_share is a share of each epoch, 0 to below 1 (got {self.video_share})")
 

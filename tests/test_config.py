@@ -61,6 +61,8 @@ def test_the_shipped_params_equal_the_dataclass_defaults():
         ({"workers.workers": 0}, "workers.workers must be at least 1 (got 0)"),
         ({"train.rendered": 1.5}, "train.rendered is a chance, 0 to 1 (got 1.5)"),
         ({"train.mask_bend": -0.1}, "train.mask_bend is a chance, 0 to 1 (got -0.1)"),
+        ({"train.seam_loss": -1}, "train.seam_loss is a loss weight, 0 (off) or more (got -1.0)"),
+        ({"train.seam_loss": 1.0, "train.processes": 2}, "train.seam_loss trains its head in one process"),
         ({"train.sharpen": -0.1}, "train.sharpen is a chance, 0 to 1 (got -0.1)"),
         ({"train.blend_sharpen": 0.9}, "train.blend_sharpen is a chance, 0 to 0.85"),
         ({"evaluate.sharpen": 0}, "evaluate.sharpen must be above 0 (got 0.0)"),

@@ -146,13 +146,35 @@ def test_self_blend_changes_the_face_not_the_background_and_is_seeded():
     assert again.shape == crop.shape and again.dtype == np.uint8
 
 
+def test_a_pseudo_fakes_seam_runs_along_its_mask_outline_and_moves_with_the_crop():
+    crop, landmarks = _astronaut_crop()
+    blend = SelfBlend()
+    for seed in range(4):
+        fake, seam = blend.with_seam(crop, landmarks, np.random.default_rng(seed))
+        assert np.array_equal(fake, blend(crop, landmarks, np.random.default_rng(seed)))  # the same draws
+        assert seam.shape == crop.shape[:2] and 0 <= seam.min() and seam.max() <= 1 and seam.max() > 0.9
+        assert seam[tuple(np.round(landmarks[2, ::-1]).astype(int))] < 0.05  # inside the pasted face: no seam
+        assert seam[:10, :10].max() < 0.05  # nor in the corner, where the frame is untouched
+        assert (seam > 0.5).sum() > 0.02 * seam.size  # a band around the face, as wide as the mask's feather
+    # The seam follows the crop through flips and shifts, not through colour or compression.
+    degrade = Degrade(flip=1.0, colour=1.0, shift=1.0, jpeg=1.0, rescale=0.0)
+    moved, moved_seam = degrade.with_seam(fake, seam, np.random.default_rng(2))
+    assert np.array_equal(moved, degrade(fake, np.random.default_rng(2)))  # the same draws as without a seam
+    flipped_only, flipped_seam = Degrade(flip=1.0, colour=0, shift=0, jpeg=0, rescale=0).with_seam(
+        fake, seam, np.random.default_rng(2)
+    )
+    assert np.array_equal(flipped_seam, seam[:, ::-1]) and np.array_equal(flipped_only, fake[:, ::-1])
+    assert moved_seam.shape == seam.shape and not np.array_equal(moved_seam, seam[:, ::-1])  # shifted too
+    assert Degrade().with_seam(fake, None, np.random.default_rng(0))[1] is None
+
+
 def test_a_bent_mask_moves_only_the_outline_and_by_at_most_its_amount():
     _, landmarks = _astronaut_crop()
     crisp = dict(mask_blur=(1e-3, 1e-3), amplitudes=(1.0,))  # a hard mask at full strength: only the outline differs
     changed = 0
     for seed in range(6):
-        plain = SelfBlend(**crisp)._mask((224, 224), landmarks, np.random.default_rng(seed)) > 0.5
-        bent = SelfBlend(mask_bend=1.0, **crisp)._mask((224, 224), landmarks, np.random.default_rng(seed)) > 0.5
+        plain = SelfBlend(**crisp)._mask((224, 224), landmarks, np.random.default_rng(seed))[0] > 0.5
+        bent = SelfBlend(mask_bend=1.0, **crisp)._mask((224, 224), landmarks, np.random.default_rng(seed))[0] > 0.5
         differs = plain != bent
         changed += differs.sum()
         # Every changed pixel lies within the largest displacement (0.15 eye distances) of the plain outline.
@@ -164,8 +186,8 @@ def test_a_bent_mask_moves_only_the_outline_and_by_at_most_its_amount():
         assert bent[tuple(np.round(landmarks[2, ::-1]).astype(int))]  # the nose stays inside
     assert changed > 0
     assert np.array_equal(  # seeded
-        SelfBlend(mask_bend=1.0)._mask((224, 224), landmarks, np.random.default_rng(1)),
-        SelfBlend(mask_bend=1.0)._mask((224, 224), landmarks, np.random.default_rng(1)),
+        SelfBlend(mask_bend=1.0)._mask((224, 224), landmarks, np.random.default_rng(1))[0],
+        SelfBlend(mask_bend=1.0)._mask((224, 224), landmarks, np.random.default_rng(1))[0],
     )
 
 

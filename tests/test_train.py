@@ -21,12 +21,28 @@ from deepfake.data.dataset import build_dataset
 from deepfake.data.sample import make_sample
 from deepfake.errors import ConfigError, DataError
 from deepfake.model.classifier import build_classifier
-from deepfake.model.training import FaceCrops, class_weights, epoch_order, fit, training_rows
+from deepfake.model.training import FaceCrops, class_weights, collate_pairs, epoch_order, fit, training_rows
 from deepfake.video.extraction import update_faces, update_frames
 from tests.conftest import PROJECT_ROOT
 
 TINY_MODEL = ModelParams(backbone="resnet18", weights="none", input_size=64)
 TINY = TrainParams(epochs=2, batch_size=8, lr=1e-3, loader_workers=0, faces_per_video=3, seed=1)
+
+
+class Unblended:
+    """A stand-in for SelfBlend: every pseudo-fake is its crop unchanged, so only what else happens to it is
+    left; it records each blend's donor and each re-rendered crop."""
+
+    def __init__(self) -> None:
+        self.donors, self.rendered_crops = [], []
+
+    def with_seam(self, crop, landmarks, rng, donor=None):
+        self.donors.append(donor)
+        return crop.copy(), np.zeros(crop.shape[:2], np.float32)
+
+    def rendered(self, crop, rng):
+        self.rendered_crops.append(crop)
+        return crop.copy()
 
 
 @pytest.fixture(scope="module")
@@ -199,12 +215,50 @@ def test_video_share_repeats_video_faces_with_their_own_draws_and_needs_each_fac
         TrainParams(video_share=1.0)
 
 
+def test_seam_targets_mark_pseudo_fakes_seams_and_nothing_on_real_faces(faces):
+    table, faces_dir = faces
+    rows = training_rows(table, TINY, "train")
+    dataset = FaceCrops(rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, seam_size=4)
+    for index in range(len(dataset)):
+        (real, real_label, real_seam), (fake, fake_label, fake_seam) = dataset[index]
+        assert (real_label, fake_label) == (0, 1) and real_seam.shape == fake_seam.shape == (4, 4)
+        assert torch.equal(real_seam, torch.zeros(4, 4))
+        assert float(fake_seam.max()) == pytest.approx(1.0) and float(fake_seam.min()) >= 0
+    images, labels, seams = collate_pairs([dataset[0], dataset[1]])
+    assert images.shape == (4, 3, 64, 64) and labels.tolist() == [0, 1, 0, 1] and seams.shape == (4, 4, 4)
+    # A labelled fake's seam is unknown (NaN: left out of the loss); without seam_size items are pairs as before.
+    val = table[table["split"] == "val"].reset_index(drop=True)
+    labelled = FaceCrops(val, faces_dir, size=64, train=False, fakes="both", seed=0, seam_size=4)
+    fake_index = int(np.flatnonzero(labelled.labels == 1)[0])
+    [(_, label, seam)] = labelled[fake_index]
+    assert label == 1 and torch.isnan(seam).all()
+    assert all(
+        len(pair) == 2 for pair in FaceCrops(rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0)[0]
+    )
+
+
+def test_the_seam_loss_trains_a_head_that_the_model_does_not_keep(faces, tmp_path):
+    table, faces_dir = faces
+    params = TrainParams(**{**TINY.__dict__, "epochs": 1, "seam_loss": 1.0})
+    checkpoint = tmp_path / "checkpoint.pt"
+    result = fit(table, faces_dir, TINY_MODEL, params, checkpoint=checkpoint)
+    assert np.isfinite(result.history[["train_loss", "val_loss"]].to_numpy()).all()
+    plain = fit(table, faces_dir, TINY_MODEL, TrainParams(**{**TINY.__dict__, "epochs": 1}))
+    assert result.model.state_dict().keys() == plain.model.state_dict().keys()  # the same network
+    # The seam's gradient reached the backbone: same seed, different weights.
+    assert any(not torch.equal(t, plain.model.state_dict()[n]) for n, t in result.model.state_dict().items())
+    assert not any(module._forward_hooks for module in result.model.modules())  # nothing left attached
+    assert "seam_head" in torch.load(checkpoint, weights_only=True)
+    again = fit(table, faces_dir, TINY_MODEL, params, checkpoint=checkpoint)  # the finished run, resumed
+    assert again.resumed_from == 1
+    for name, tensor in result.model.state_dict().items():
+        assert torch.equal(tensor, again.model.state_dict()[name]), name
+
+
 def test_a_real_face_and_its_pseudo_fake_get_the_same_degradation(faces):
     table, faces_dir = faces
     dataset = FaceCrops(training_rows(table, TINY, "train"), faces_dir, size=64, train=True, fakes="self_blend", seed=0)
-    dataset.blend = lambda crop, landmarks, rng, donor=None: (
-        crop.copy()
-    )  # a blend that changes nothing: only degradation is left
+    dataset.blend = Unblended()  # a blend that changes nothing: only degradation is left
     for epoch in range(3):
         dataset.set_epoch(epoch)
         for index in range(len(dataset)):
@@ -220,7 +274,7 @@ def test_h264_degradation_is_shared_by_the_pair_and_deterministic(faces):
     dataset = FaceCrops(
         rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, degrade=Degrade(h264=1.0, jpeg=0.0)
     )
-    dataset.blend = lambda crop, landmarks, rng, donor=None: crop.copy()
+    dataset.blend = Unblended()
     (real, _), (fake, _) = dataset[0]
     assert torch.equal(real, fake) and torch.equal(real, dataset[0][0][0])
     plain = FaceCrops(rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, degrade=Degrade(jpeg=0.0))
@@ -238,7 +292,7 @@ def test_sharpening_is_shared_by_the_pair_and_adds_detail(faces):
     dataset = FaceCrops(
         rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, degrade=Degrade(sharpen=1.0, **only_sharpen)
     )
-    dataset.blend = lambda crop, landmarks, rng, donor=None: crop.copy()
+    dataset.blend = Unblended()
     (real, _), (fake, _) = dataset[0]
     assert torch.equal(real, fake) and torch.equal(real, dataset[0][0][0])  # alike within the pair, and seeded
     crop = cv2.imread(str(faces_dir / rows["crop"][0]))
@@ -412,11 +466,10 @@ def test_a_swap_takes_its_face_from_another_person_and_only_in_training(faces):
     table, faces_dir = faces
     rows = training_rows(table, TINY, "train")
     dataset = FaceCrops(rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, swap=1.0)
-    donors = []
-    dataset.blend = lambda crop, landmarks, rng, donor=None: donors.append(donor) or crop.copy()
+    dataset.blend = Unblended()
     for index in range(len(dataset)):
         dataset[index]
-    assert any(d is not None for d in donors)
+    assert any(d is not None for d in dataset.blend.donors)
     people = rows["video_id"].to_numpy()
     for index in range(len(dataset)):  # a donor is never the same person (same video)
         donor = dataset._donor(index, np.random.default_rng(index))
@@ -430,27 +483,15 @@ def test_a_rendered_pseudo_fake_replaces_the_blend_and_only_in_training(faces):
     table, faces_dir = faces
     rows = training_rows(table, TINY, "train")
     dataset = FaceCrops(rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, rendered=1.0)
-    blended, rendered = [], []
-
-    class Recorder:  # records which kind of pseudo-fake each real face got
-        def __call__(self, crop, landmarks, rng, donor=None):
-            blended.append(crop)
-            return crop.copy()
-
-        def rendered(self, crop, rng):
-            rendered.append(crop)
-            return crop.copy()
-
-    dataset.blend = Recorder()
+    dataset.blend = Unblended()  # records which kind of pseudo-fake each real face got
     for index in range(len(dataset)):
         items = dataset[index]
         assert [label for _, label in items] == [0, 1]
-    assert len(rendered) == len(dataset) and not blended
+    assert len(dataset.blend.rendered_crops) == len(dataset) and not dataset.blend.donors
     validation = FaceCrops(rows, faces_dir, size=64, train=False, fakes="self_blend", seed=0, rendered=1.0)
     assert validation.rendered == 0.0
     half = FaceCrops(rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, rendered=0.5)
-    half.blend = Recorder()
-    blended.clear(), rendered.clear()
+    half.blend = Unblended()
     for index in range(len(half)):
         half[index]
-    assert rendered and blended  # a mix, by chance per face
+    assert half.blend.rendered_crops and half.blend.donors  # a mix, by chance per face

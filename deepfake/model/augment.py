@@ -41,12 +41,22 @@ class Degrade:
     sharpen_sigma: tuple[float, float] = (0.7, 2.0)
 
     def __call__(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self.with_seam(crop, None, rng)[0]
+
+    def with_seam(
+        self, crop: np.ndarray, seam: np.ndarray | None, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The degraded crop, and `seam` (a map over the crop's pixels, or None) flipped and shifted as the crop
+        was; the same draws as `__call__`, so a pair degraded alike stays alike."""
         if rng.random() < self.flip:
             crop = crop[:, ::-1]
+            seam = None if seam is None else np.ascontiguousarray(seam[:, ::-1])
         if rng.random() < self.colour:
             crop = jitter_colour(crop, rng, gain=0.1, brightness=15, hue=4, saturation=0.15)
         if rng.random() < self.shift:
-            crop = shift(crop, rng, self.max_shift)
+            matrix = shift_matrix(crop.shape[:2], rng, self.max_shift)
+            crop = warp(crop, matrix)
+            seam = None if seam is None else warp(seam, matrix)
         if rng.random() < self.rescale:
             crop = down_up(crop, rng.uniform(*self.rescale_factor))
         if self.sharpen and rng.random() < self.sharpen:  # drawn only when enabled: other settings' draws unchanged
@@ -55,7 +65,7 @@ class Degrade:
             crop = stored(crop, int(rng.integers(*self.jpeg_quality)))
         if self.h264 and rng.random() < self.h264:  # drawn only when enabled: other settings' draws unchanged
             crop = h264(crop, int(rng.integers(self.h264_crf[0], self.h264_crf[1] + 1)))
-        return np.ascontiguousarray(crop)
+        return np.ascontiguousarray(crop), seam
 
 
 def jitter_colour(
@@ -69,11 +79,16 @@ def jitter_colour(
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def shift(crop: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
-    height, width = crop.shape[:2]
+def shift_matrix(shape: tuple[int, int], rng: np.random.Generator, fraction: float) -> np.ndarray:
+    """A move by up to `fraction` of the image's size each way."""
+    height, width = shape
     dx, dy = rng.uniform(-fraction, fraction, size=2) * (width, height)
-    matrix = np.float32([[1, 0, dx], [0, 1, dy]])
-    return cv2.warpAffine(crop, matrix, (width, height), borderMode=cv2.BORDER_REFLECT101)
+    return np.float32([[1, 0, dx], [0, 1, dy]])
+
+
+def warp(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    height, width = image.shape[:2]
+    return cv2.warpAffine(image, matrix, (width, height), borderMode=cv2.BORDER_REFLECT101)
 
 
 def smooth(image: np.ndarray, rng: np.random.Generator, colour: tuple[float, float]) -> np.ndarray:
@@ -135,13 +150,26 @@ class SelfBlend:
         donor: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """`donor`, another person's (crop, landmarks): their face is pasted instead of this face's own copy."""
+        return self.with_seam(crop, landmarks, rng, donor)[0]
+
+    def with_seam(
+        self,
+        crop: np.ndarray,
+        landmarks: np.ndarray,
+        rng: np.random.Generator,
+        donor: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The pseudo-fake, and where its seam runs: Face X-ray's boundary 4 m (1 - m) of the mask's shape m
+        (before its blend amplitude), 1 where the pasted face and the frame mix half and half, 0 where either
+        is untouched. The same draws as `__call__`."""
         if donor is None:
             source = self._source(crop, landmarks, rng)
         else:
             source = self._swapped(crop, landmarks, *donor, rng)
-        mask = self._mask(crop.shape[:2], landmarks, rng)[..., None]
+        shape, amplitude = self._mask(crop.shape[:2], landmarks, rng)
+        mask = (shape * amplitude)[..., None]
         blended = source.astype(np.float32) * mask + crop.astype(np.float32) * (1 - mask)
-        return np.clip(blended, 0, 255).astype(np.uint8)
+        return np.clip(blended, 0, 255).astype(np.uint8), 4 * shape * (1 - shape)
 
     def _source(self, crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         source = self._resample(jitter_colour(crop, rng, gain=0.15, brightness=20, hue=6, saturation=0.2), rng)
@@ -202,7 +230,10 @@ class SelfBlend:
         crop = smooth(smooth(crop, rng, self.smooth_colour), rng, self.smooth_colour)  # smoother than one pass
         return sharpen(crop) if rng.random() < 0.5 else crop
 
-    def _mask(self, shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _mask(
+        self, shape: tuple[int, int], landmarks: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, float]:
+        """The mask's shape (0 to 1, soft-edged) and the blend amplitude it is pasted with."""
         points = face_outline(landmarks, rng)
         mask = np.zeros(shape, np.float32)
         if rng.random() < 0.5:
@@ -218,7 +249,7 @@ class SelfBlend:
             mask = bend(mask, rng, rng.uniform(*self.mask_bend_amount) * eye_distance(landmarks), grid=8)
         # Swaps are pasted through anything from a crisp hull to a wide feather: the width scales with the face.
         mask = cv2.GaussianBlur(mask, (0, 0), rng.uniform(*self.mask_blur) * eye_distance(landmarks))
-        return mask * float(rng.choice(self.amplitudes))
+        return mask, float(rng.choice(self.amplitudes))
 
 
 def face_outline(landmarks: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -31,7 +32,7 @@ from deepfake.errors import DataError, first_line
 from deepfake.images import read_image
 from deepfake.model.augment import Degrade, SelfBlend, pose
 from deepfake.model.backbones import WeightsOrigin
-from deepfake.model.classifier import Classifier, build_classifier, fake_logit
+from deepfake.model.classifier import Classifier, build_classifier, early_layers, fake_logit
 from deepfake.model.scores import p_fake
 from deepfake.model.transforms import to_tensor
 
@@ -42,7 +43,9 @@ class FaceCrops(torch.utils.data.Dataset):
     """Face crops as training items: each item is a list of (image tensor, label) pairs.
 
     With self-blending a real crop yields itself and its pseudo-fake, so every batch is balanced by
-    construction; dataset fakes yield themselves.
+    construction; dataset fakes yield themselves. With `seam_size` each pair also carries where the image's
+    blend seam runs, a `seam_size` square map (`seam_target`): 0 on real and re-rendered faces, NaN (unknown)
+    on labelled fakes.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class FaceCrops(torch.utils.data.Dataset):
         swap: float = 0.0,
         rendered: float = 0.0,
         video_share: float = 0.0,
+        seam_size: int = 0,
     ) -> None:
         self.paths = [str(faces_dir / crop) for crop in rows["crop"]]
         self.labels = rows["label_id"].astype(int).to_numpy()
@@ -75,6 +79,7 @@ class FaceCrops(torch.utils.data.Dataset):
         self.poses = np.stack([pose(points) for points in self.landmarks]) if self.landmarks else np.zeros((0, 10))
         self.from_video = (rows["kind"] == "video").to_numpy() if video_share else np.ones(len(rows), bool)
         self.video_share = video_share
+        self.seam_size = seam_size
         self.set_epoch(0)
 
     def __len__(self) -> int:
@@ -89,21 +94,31 @@ class FaceCrops(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, position])
         index = int(self.order[position])
         crop = read_image(self.paths[index])
-        images = [(crop, int(self.labels[index]))]
-        if self.fakes != "dataset" and self.labels[index] == 0:
+        label = int(self.labels[index])
+        no_seam = np.zeros(crop.shape[:2], np.float32)
+        images = [(crop, label, no_seam if label == 0 else None)]  # a labelled fake's seam is unknown
+        if self.fakes != "dataset" and label == 0:
             # Landmarks are in the saved crop's pixels; blending happens before the resize to the input size.
             if self.rendered and rng.random() < self.rendered:  # drawn only when enabled: other draws unchanged
-                fake = self.blend.rendered(crop, rng)
+                fake, seam = self.blend.rendered(crop, rng), no_seam  # generated whole: no seam anywhere
             else:
                 donor = self._donor(index, rng) if self.swap and rng.random() < self.swap else None
-                fake = self.blend(crop, self.landmarks[index], rng, donor)
-            images.append((fake, 1))
+                fake, seam = self.blend.with_seam(crop, self.landmarks[index], rng, donor)
+            images.append((fake, 1, seam))
         if self.train:
             # A real face and its pseudo-fake get the same degradation (as in the SBI paper), so the pair differs
             # only by the blend: compression, blur or colour alone never tell them apart.
             degradation = int(rng.integers(2**32))
-            images = [(self.degrade(image, np.random.default_rng(degradation)), label) for image, label in images]
-        return [(to_tensor([image], self.size)[0], label) for image, label in images]
+            images = [
+                (*self.degrade.with_seam(image, seam, np.random.default_rng(degradation)), label)
+                for image, label, seam in images
+            ]
+        else:
+            images = [(image, seam, label) for image, label, seam in images]
+        tensors = [(to_tensor([image], self.size)[0], label) for image, _, label in images]
+        if not self.seam_size:
+            return tensors
+        return [(*pair, seam_target(seam, self.seam_size)) for pair, (_, seam, _) in zip(tensors, images)]
 
     def _donor(
         self, index: int, rng: np.random.Generator, candidates: int = 64
@@ -137,9 +152,80 @@ def epoch_order(from_video: np.ndarray, video_share: float, seed: int, epoch: in
     return np.concatenate(picks)
 
 
-def collate_pairs(items: list[list[tuple[torch.Tensor, int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+def seam_target(seam: np.ndarray | None, size: int) -> torch.Tensor:
+    """A seam map (crop pixels) as the seam head's `size` square target: each cell's share of the seam, scaled
+    so the strongest cell is 1 (a thin outline averages to little over a cell); NaN when unknown."""
+    if seam is None:
+        return torch.full((size, size), float("nan"))
+    cells = cv2.resize(seam, (size, size), interpolation=cv2.INTER_AREA)
+    peak = float(cells.max())
+    return torch.from_numpy(cells / peak if peak > 0 else cells)
+
+
+def collate_pairs(items: list[list[tuple]]) -> tuple[torch.Tensor, ...]:
+    """Images and labels (and seam targets when the items carry them) as batch tensors."""
     flat = [pair for item in items for pair in item]
-    return torch.stack([image for image, _ in flat]), torch.tensor([label for _, label in flat])
+    batch = torch.stack([pair[0] for pair in flat]), torch.tensor([pair[1] for pair in flat])
+    return (*batch, torch.stack([pair[2] for pair in flat])) if len(flat[0]) > 2 else batch
+
+
+class SeamHead(nn.Module):
+    """Face X-ray's auxiliary task (Li et al., CVPR 2020; LAA-Net's heatmaps, CVPR 2024): from the backbone's
+    stride-16 feature map, where a pseudo-fake's seam runs (nowhere on a real face). It asks the classifier's
+    features to say where the evidence is, not only whether, which should leave them less to read from a
+    face's overall look (sharpness, compression) and more from the blend. Trained beside the classifier and
+    never part of it: the model saved, exported and scored is the same network either way."""
+
+    def __init__(self, model: Classifier, input_size: int) -> None:
+        super().__init__()
+        layer, channels, self.size = stride16_layer(model.backbone, input_size)
+        self.conv = nn.Conv2d(channels, 1, kernel_size=1)
+        self.features: torch.Tensor | None = None
+        self._hook = layer.register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output) -> None:
+        self.features = output
+
+    def forward(self) -> torch.Tensor:
+        """Seam logits (N, size, size) of the images the classifier saw last."""
+        return self.conv(self.features).squeeze(1)
+
+    def close(self) -> None:
+        self._hook.remove()
+        self.features = None
+
+
+def stride16_layer(backbone: nn.Module, input_size: int) -> tuple[nn.Module, int, int]:
+    """The last of the backbone's layers (`early_layers`) whose output is 1/16 of the input's side: its module,
+    channels and side, found by one forward pass (the same rule for every backbone in the registry)."""
+    outputs: dict[int, torch.Size] = {}
+    layers = early_layers(backbone)
+    hooks = [
+        layer.register_forward_hook(lambda module, i, out, n=n: outputs.__setitem__(n, out.shape))
+        for n, layer in enumerate(layers)
+    ]
+    parameter = next(backbone.parameters())
+    was_training = backbone.training
+    try:
+        with torch.no_grad():
+            backbone.eval()(torch.zeros(1, 3, input_size, input_size, device=parameter.device))
+    finally:
+        backbone.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    side = math.ceil(input_size / 16)
+    found = [n for n, shape in outputs.items() if len(shape) == 4 and shape[-1] == side]
+    if not found:
+        raise DataError(f"train.seam_loss: no layer of the backbone works at 1/16 of {input_size} px")
+    return layers[found[-1]], int(outputs[found[-1]][1]), side
+
+
+def seam_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the seam map over the images whose seam is known (zero when none is)."""
+    known = ~torch.isnan(target)
+    if not bool(known.any()):
+        return logits.sum() * 0.0
+    return nn.functional.binary_cross_entropy_with_logits(logits.float()[known], target[known])
 
 
 def training_rows(faces: pd.DataFrame, params: TrainParams, split: str) -> pd.DataFrame:
@@ -207,16 +293,22 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None,
     progress: tqdm | None = None,
     precision: str = "fp32",
+    seam_head: SeamHead | None = None,
+    seam_weight: float = 0.0,
 ) -> dict:
+    """One pass over the loader's batches; with `seam_head` (batches then carry seam targets) the loss adds
+    `seam_weight` times the seam map's."""
     model.train()
     total_loss, correct, seen, started = 0.0, 0, 0, time.perf_counter()
-    for images, labels in loader:
+    for images, labels, *seams in loader:
         # Channels-last lets oneDNN (and cuDNN) run the convolutions faster; the numbers are the same.
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         labels = labels.to(device, non_blocking=True)
         with autocast(device, precision):
             logits = model(images)
             loss = criterion(logits, labels)
+            if seam_head is not None:
+                loss = loss + seam_weight * seam_loss(seam_head(), seams[0].to(device, non_blocking=True))
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -372,6 +464,7 @@ def fit(
     model, origin = build_classifier(model_params.backbone, model_params.weights, dropout=model_params.dropout)
     device = pick_device(group.world)
     model.to(device, memory_format=torch.channels_last)
+    seam_head = SeamHead(model, model_params.input_size).to(device) if params.seam_loss else None
 
     train_set = FaceCrops(
         training_rows(faces, params, "train"),
@@ -385,6 +478,7 @@ def fit(
         swap=params.swap,
         rendered=params.rendered,
         video_share=params.video_share,
+        seam_size=seam_head.size if seam_head is not None else 0,
     )
     if len(train_set) == 0:
         raise DataError(
@@ -399,7 +493,8 @@ def fit(
     )
     weights = class_weights(train_set)
     criterion = nn.CrossEntropyLoss(weight=weights.to(device))
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    trainable = [*model.parameters(), *(seam_head.parameters() if seam_head is not None else [])]
+    optimizer = torch.optim.Adam(trainable, lr=params.lr, weight_decay=params.weight_decay)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, params.epochs))
         if params.scheduler == "cosine"
@@ -432,6 +527,8 @@ def fit(
     if saved is not None:
         if saved.get("key") == key:
             model.load_state_dict(saved["model"])
+            if seam_head is not None:
+                seam_head.load_state_dict(saved["seam_head"])
             optimizer.load_state_dict(saved["optimizer"])
             if scheduler is not None:
                 scheduler.load_state_dict(saved["scheduler"])
@@ -476,7 +573,16 @@ def fit(
             dynamic_ncols=True,
         ) as progress:
             train_metrics = train_one_epoch(
-                trained, criterion, optimizer, loader, device, scaler, progress, precision=params.precision
+                trained,
+                criterion,
+                optimizer,
+                loader,
+                device,
+                scaler,
+                progress,
+                precision=params.precision,
+                seam_head=seam_head,
+                seam_weight=params.seam_loss,
             )
         if group.world > 1:
             # DDP syncs gradients, not batch-norm statistics: every process takes rank 0's, as DDP's forward does.
@@ -533,10 +639,12 @@ def fit(
             state["recent"] = [*state["recent"], weights][-params.average_epochs :]
         state["epoch"] = epoch + 1
         if checkpoint and group.main:
-            save_checkpoint(checkpoint, key, model, optimizer, scheduler, state)
+            save_checkpoint(checkpoint, key, model, optimizer, scheduler, state, seam_head)
         if after_epoch is not None and group.main:
             after_epoch(epoch + 1, model)
 
+    if seam_head is not None:
+        seam_head.close()
     history = pd.DataFrame(state["history"])
     averaged = []
     if len(state["recent"]) > 1:
@@ -575,10 +683,11 @@ def read_checkpoint(path) -> dict | None:
     return saved
 
 
-def save_checkpoint(path, key, model, optimizer, scheduler, state) -> None:
+def save_checkpoint(path, key, model, optimizer, scheduler, state, seam_head: SeamHead | None = None) -> None:
     payload = {
         "key": key,
         "model": model.state_dict(),
+        **({"seam_head": seam_head.state_dict()} if seam_head is not None else {}),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else {},
         **{k: v for k, v in state.items() if k != "history"},
