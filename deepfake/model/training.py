@@ -109,16 +109,13 @@ class FaceCrops(torch.utils.data.Dataset):
             # A real face and its pseudo-fake get the same degradation (as in the SBI paper), so the pair differs
             # only by the blend: compression, blur or colour alone never tell them apart.
             degradation = int(rng.integers(2**32))
-            images = [
-                (*self.degrade.with_seam(image, seam, np.random.default_rng(degradation)), label)
-                for image, label, seam in images
-            ]
-        else:
-            images = [(image, seam, label) for image, label, seam in images]
-        tensors = [(to_tensor([image], self.size)[0], label) for image, _, label in images]
+            for n, (image, label, seam) in enumerate(images):
+                image, seam = self.degrade.with_seam(image, seam, np.random.default_rng(degradation))
+                images[n] = (image, label, seam)
+        pairs = [(to_tensor([image], self.size)[0], label) for image, label, _ in images]
         if not self.seam_size:
-            return tensors
-        return [(*pair, seam_target(seam, self.seam_size)) for pair, (_, seam, _) in zip(tensors, images)]
+            return pairs
+        return [(*pair, seam_target(seam, self.seam_size)) for pair, (_, _, seam) in zip(pairs, images)]
 
     def _donor(
         self, index: int, rng: np.random.Generator, candidates: int = 64
