@@ -42,18 +42,22 @@ def read_pipeline(project: str | os.PathLike) -> tuple[list[str], str | None]:
         return stages, repo.config["core"].get("remote")
 
 
-def dvc(project: str | os.PathLike, *args: str) -> tuple[int, list[str]]:
-    """Run a DVC command in `project`, streaming its output to the run's log; (exit code, output lines)."""
-    logger = get_run_logger()
-    env = os.environ | {
+def dvc_env() -> dict[str, str]:
+    """The environment DVC runs in: the stages' own `python` is this interpreter, whatever PATH says."""
+    return os.environ | {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "DVC_NO_ANALYTICS": "1",
     }
+
+
+def dvc(project: str | os.PathLike, *args: str) -> tuple[int, list[str]]:
+    """Run a DVC command in `project`, streaming its output to the run's log; (exit code, output lines)."""
+    logger = get_run_logger()
     tail: deque[str] = deque(maxlen=200)
     with subprocess.Popen(
         [sys.executable, "-m", "dvc", *args],
         cwd=project,
-        env=env,
+        env=dvc_env(),
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -20,7 +20,7 @@ import yaml
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
-from flows.retrain import retrain
+from flows.retrain import dvc_env, retrain
 
 PROJECT = Path(__file__).resolve().parents[1]
 LINKED = ("dvc.yaml", "stages", "deepfake", ".dvcignore")
@@ -55,10 +55,7 @@ def shared_faces(shared: Path, workspace: Path) -> int:
     """The workspace's pipeline up to its face crops, without training (`make shared-faces`): what
     `bench/quality.py --train` trains each recipe on. Returns dvc's exit code; its output goes to the console."""
     prepare_workspace(workspace, shared)
-    # The stages' own `python` is this interpreter, whatever PATH says (as the retrain flow runs them).
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = os.environ | {"PATH": path, "DVC_NO_ANALYTICS": "1"}
-    return subprocess.run([sys.executable, "-m", "dvc", "repro", "faces"], cwd=workspace, env=env).returncode
+    return subprocess.run([sys.executable, "-m", "dvc", "repro", "faces"], cwd=workspace, env=dvc_env()).returncode
 
 
 @flow(name="shared-model", log_prints=True)

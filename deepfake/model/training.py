@@ -110,6 +110,7 @@ class FaceCrops(torch.utils.data.Dataset):
             # only by the blend: compression, blur or colour alone never tell them apart.
             degradation = int(rng.integers(2**32))
             for n, (image, label, seam) in enumerate(images):
+                seam = seam if self.seam_size else None  # not moved along when no target is made of it
                 image, seam = self.degrade.with_seam(image, seam, np.random.default_rng(degradation))
                 images[n] = (image, label, seam)
         pairs = [(to_tensor([image], self.size)[0], label) for image, label, _ in images]
