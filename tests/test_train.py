@@ -243,7 +243,9 @@ def test_the_seam_loss_trains_a_head_that_the_model_does_not_keep(faces, tmp_pat
     checkpoint = tmp_path / "checkpoint.pt"
     result = fit(table, faces_dir, TINY_MODEL, params, checkpoint=checkpoint)
     assert np.isfinite(result.history[["train_loss", "val_loss"]].to_numpy()).all()
+    assert (result.history["train_seam_loss"] > 0).all()  # reported apart from the classifier's loss
     plain = fit(table, faces_dir, TINY_MODEL, TrainParams(**{**TINY.__dict__, "epochs": 1}))
+    assert "train_seam_loss" not in plain.history
     assert result.model.state_dict().keys() == plain.model.state_dict().keys()  # the same network
     # The seam's gradient reached the backbone: same seed, different weights.
     assert any(not torch.equal(t, plain.model.state_dict()[n]) for n, t in result.model.state_dict().items())

@@ -294,10 +294,10 @@ def train_one_epoch(
     seam_head: SeamHead | None = None,
     seam_weight: float = 0.0,
 ) -> dict:
-    """One pass over the loader's batches; with `seam_head` (batches then carry seam targets) the loss adds
-    `seam_weight` times the seam map's."""
+    """One pass over the loader's batches; with `seam_head` (batches then carry seam targets) the loss minimised
+    adds `seam_weight` times the seam map's, reported apart (`seam_loss`) so `loss` stays the classifier's."""
     model.train()
-    total_loss, correct, seen, started = 0.0, 0, 0, time.perf_counter()
+    total_loss, total_seam, correct, seen, started = 0.0, 0.0, 0, 0, time.perf_counter()
     for images, labels, *seams in loader:
         # Channels-last lets oneDNN (and cuDNN) run the convolutions faster; the numbers are the same.
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -305,17 +305,18 @@ def train_one_epoch(
         with autocast(device, precision):
             logits = model(images)
             loss = criterion(logits, labels)
-            if seam_head is not None:
-                loss = loss + seam_weight * seam_loss(seam_head(), seams[0].to(device, non_blocking=True))
+            seam = seam_loss(seam_head(), seams[0].to(device, non_blocking=True)) if seam_head is not None else None
+        minimised = loss if seam is None else loss + seam_weight * seam
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
-            scaler.scale(loss).backward()
+            scaler.scale(minimised).backward()
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
+            minimised.backward()
             optimizer.step()
         total_loss += loss.item() * len(labels)
+        total_seam += seam.item() * len(labels) if seam is not None else 0.0
         correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)
         if progress is not None:
@@ -326,7 +327,7 @@ def train_one_epoch(
         "loss": total_loss / max(seen, 1),
         "accuracy": correct / max(seen, 1),
         "images_per_s": seen / elapsed if elapsed > 0 else 0.0,
-    }
+    } | ({"seam_loss": total_seam / max(seen, 1)} if seam_head is not None else {})
 
 
 def autocast(device: torch.device, precision: str):
@@ -610,7 +611,7 @@ def fit(
             "val_blend_auc": val_metrics["blend_auc"],
             "lr": optimizer.param_groups[0]["lr"],
             "images_per_s": train_metrics["images_per_s"],
-        }
+        } | ({"train_seam_loss": train_metrics["seam_loss"]} if "seam_loss" in train_metrics else {})
         if scheduler is not None:
             scheduler.step()
         state["history"].append(row)
