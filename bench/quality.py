@@ -34,7 +34,9 @@ Writes bench/out/quality/compare.RUN.BASELINE.csv.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SHARED = ROOT.parent / "shared" / "data"
+CACHE = ROOT / "bench" / "out" / "quality" / "cache"  # the sets' crops, shared by every --train run and --out
 
 
 def dev_set() -> pd.DataFrame:
@@ -232,6 +235,28 @@ def bench_faces(name: str, table: pd.DataFrame, config, cache: Path) -> tuple[pd
     return faces, folder / "faces"
 
 
+@contextlib.contextmanager
+def cache_lock(cache: Path):
+    """Held for a whole --train run: bench_faces prunes a set's cached crops to the videos it is given, so a second
+    run at once (another recipe's frames settings, or fewer videos) would delete crops this one still has to read."""
+    import fcntl
+
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise SystemExit(
+                f"{cache}: another benchmark run (process {lock.read().strip() or '?'}) is using the cached crops; "
+                "run one at a time"
+            ) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
 def score_crops(
     model, faces: pd.DataFrame, faces_dir: Path, table: pd.DataFrame, config, temperature: float = 1.0
 ) -> pd.DataFrame:
@@ -324,9 +349,8 @@ def train_and_score(args) -> None:
     faces = pd.read_csv(faces_dir / "faces.csv")
     out = Path(args.out) / args.name
     out.mkdir(parents=True, exist_ok=True)
-    cache = ROOT / "bench" / "out" / "quality" / "cache"  # shared by every run and --out
     sets = {name: SETS[name]() for name in args.sets.split(",")}
-    crops = {name: bench_faces(name, table, config, cache) for name, table in sets.items()}
+    crops = {name: bench_faces(name, table, config, CACHE) for name, table in sets.items()}
     summary = {"name": args.name, "overrides": args.set, "workspace": str(workspace), "seeds": {}}
     earlier = out / "summary.json"
     if not args.weights and earlier.is_file():  # more seeds of the same recipe join the earlier ones
@@ -531,7 +555,8 @@ def main() -> None:
     if args.compare:
         return compare(args)
     if args.train:
-        return train_and_score(args)
+        with cache_lock(CACHE):
+            return train_and_score(args)
 
     from deepfake.atomic import write_csv, write_json
     from deepfake.config import project_config

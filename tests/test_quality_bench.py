@@ -1,6 +1,7 @@
 """The quality benchmark's training half never trains on a video it scores."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -138,3 +139,13 @@ def test_a_workspace_without_face_crops_is_named_with_the_command_that_makes_the
     (tmp_path / "prepared" / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
     with pytest.raises(SystemExit, match="prepared: no face crops"):
         quality.train_and_score(argparse.Namespace(workspace=str(tmp_path / "prepared"), set=[]))
+
+
+def test_a_second_training_run_is_refused_while_one_holds_the_crop_cache(quality, tmp_path):
+    cache = tmp_path / "cache"
+    with quality.cache_lock(cache):
+        with pytest.raises(SystemExit, match=r"cache: another benchmark run \(process \d+\) is using the cached crops"):
+            with quality.cache_lock(cache):
+                pass
+    with quality.cache_lock(cache):  # released when the first run ends
+        assert (cache / ".lock").read_text() == str(os.getpid())
