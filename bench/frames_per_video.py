@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 
+from deepfake.atomic import write_json  # noqa: E402
 from deepfake.config import FrameSampling  # noqa: E402
 from deepfake.model.onnx_classifier import load_face_classifier  # noqa: E402
 from deepfake.serving.video_detector import DetectorConfig, VideoDetector  # noqa: E402
@@ -51,15 +52,14 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = [int(n) for n in args.per_video.split(",")]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     weights = args.weights if Path(args.weights).is_file() else None
     if weights is None:
-        import tempfile
-
         import torch
 
         from deepfake.model.classifier import build_classifier
 
-        weights = str(Path(tempfile.mkdtemp()) / "imagenet.pt")
+        weights = str(Path(args.out).with_suffix(".imagenet.pt"))
         torch.save(build_classifier("efficientnet_lite0", "imagenet")[0].state_dict(), weights)
     model = load_face_classifier(weights, "efficientnet_lite0", 224)
     detectors = {
@@ -85,7 +85,7 @@ def main() -> None:
         "per_clip": seconds,
     }
     print(json.dumps({key: results[key] for key in ("seconds_per_clip", "ratio_to_first")}, indent=1))
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_json(results, Path(args.out))
 
 
 if __name__ == "__main__":
