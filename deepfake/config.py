@@ -255,6 +255,7 @@ class TrainParams:
     processes: int = 1  # > 1: the train stage runs under torchrun, DistributedDataParallel over that many processes
     h264: float = 0.0  # chance a training face (and its pseudo-fake, alike) is re-encoded as H.264 at CRF 23-38
     sharpen: float = 0.5  # chance a training face (and its pseudo-fake, alike) is sharpened, as enhancers do
+    noise: float = 0.0  # chance a training face (and its pseudo-fake, alike) gets camera noise (1-8 grey levels)
     precision: str = "fp32"  # fp32 | bf16: bfloat16 autocast (CPUs with AVX512-BF16 or AMX, and GPUs)
     blend_sharpen: float = 0.15  # chance a pseudo-fake's pasted face is sharpened, not softened or left (at most 0.85)
     swap: float = 1.0  # chance a pseudo-fake pastes another person's face (pose-matched, colour-matched) instead
@@ -275,7 +276,7 @@ class TrainParams:
         _at_least("train.batch_size", self.batch_size, 2)
         _at_least("train.processes", self.processes, 1)
         _at_least("train.average_epochs", self.average_epochs, 0)
-        for name in ("h264", "sharpen", "swap", "rendered", "mask_bend"):
+        for name in ("h264", "sharpen", "noise", "swap", "rendered", "mask_bend"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"train.{name} is a chance, 0 to 1 (got {getattr(self, name)})")
         if not 0 <= self.blend_sharpen <= 0.85:

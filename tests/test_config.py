@@ -64,6 +64,7 @@ def test_the_shipped_params_equal_the_dataclass_defaults():
         ({"train.seam_loss": -1}, "train.seam_loss is a loss weight, 0 (off) or more (got -1.0)"),
         ({"train.seam_loss": 1.0, "train.processes": 2}, "train.seam_loss trains its head in one process"),
         ({"train.sharpen": -0.1}, "train.sharpen is a chance, 0 to 1 (got -0.1)"),
+        ({"train.noise": 1.5}, "train.noise is a chance, 0 to 1 (got 1.5)"),
         ({"train.blend_sharpen": 0.9}, "train.blend_sharpen is a chance, 0 to 0.85"),
         ({"evaluate.sharpen": 0}, "evaluate.sharpen must be above 0 (got 0.0)"),
     ],

@@ -307,6 +307,31 @@ def test_sharpening_is_shared_by_the_pair_and_adds_detail(faces):
     assert np.array_equal(Degrade(**only_sharpen)(crop, np.random.default_rng(0)), crop)  # off: untouched
 
 
+def test_camera_noise_is_shared_by_the_pair_and_sized_by_sigma(faces):
+    import cv2
+
+    from deepfake.model.augment import Degrade, sensor_noise
+
+    table, faces_dir = faces
+    rows = training_rows(table, TINY, "train")
+    only_noise = dict(flip=0.0, colour=0.0, jpeg=0.0, rescale=0.0, shift=0.0)
+    dataset = FaceCrops(
+        rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, degrade=Degrade(noise=1.0, **only_noise)
+    )
+    dataset.blend = Unblended()
+    (real, _), (fake, _) = dataset[0]
+    assert torch.equal(real, fake) and torch.equal(real, dataset[0][0][0])  # the same noise on both, and seeded
+    crop = cv2.imread(str(faces_dir / rows["crop"][0]))
+    assert not np.array_equal(Degrade(noise=1.0, **only_noise)(crop, np.random.default_rng(0)), crop)
+    assert np.array_equal(Degrade(**only_noise)(crop, np.random.default_rng(0)), crop)  # off: untouched
+    grey = np.full((128, 128, 3), 128, np.uint8)
+    for sigma in (2.0, 6.0):
+        noisy = sensor_noise(grey, sigma, np.random.default_rng(1)).astype(float) - 128
+        # brightness noise of sigma plus a third of it per channel: about 1.05 sigma in each channel
+        assert abs(noisy.std() - 1.054 * sigma) < 0.1 * sigma
+        assert np.corrcoef(noisy[..., 0].ravel(), noisy[..., 2].ravel())[0, 1] > 0.8  # mostly shared by channels
+
+
 def test_h264_round_trip_keeps_odd_sizes_and_loses_detail():
     from deepfake.images import h264
 

@@ -17,8 +17,8 @@ from deepfake.images import down_up, h264, sharpen, stored
 
 @dataclass(frozen=True)
 class Degrade:
-    """Flip, colour jitter, a small shift, downscale-upscale, sharpening, JPEG and H.264 recompression, each by
-    chance."""
+    """Flip, colour jitter, a small shift, downscale-upscale, sharpening, sensor noise, JPEG and H.264
+    recompression, each by chance."""
 
     flip: float = 0.5
     colour: float = 0.5
@@ -39,6 +39,10 @@ class Degrade:
     sharpen: float = 0.0
     sharpen_amount: tuple[float, float] = (0.3, 2.0)
     sharpen_sigma: tuple[float, float] = (0.7, 2.0)
+    # Cameras differ in noise (sensor, gain, denoising) far more than reals differ from fakes; without this a few
+    # grey levels of noise move a face's fake logit by several units, so every source gets its own offset.
+    noise: float = 0.0
+    noise_sigma: tuple[float, float] = (1.0, 8.0)
 
     def __call__(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.with_seam(crop, None, rng)[0]
@@ -61,11 +65,21 @@ class Degrade:
             crop = down_up(crop, rng.uniform(*self.rescale_factor))
         if self.sharpen and rng.random() < self.sharpen:  # drawn only when enabled: other settings' draws unchanged
             crop = sharpen(crop, rng.uniform(*self.sharpen_amount), rng.uniform(*self.sharpen_sigma))
+        if self.noise and rng.random() < self.noise:  # before compression, as a camera's noise is
+            crop = sensor_noise(crop, rng.uniform(*self.noise_sigma), rng)
         if rng.random() < self.jpeg:
             crop = stored(crop, int(rng.integers(*self.jpeg_quality)))
         if self.h264 and rng.random() < self.h264:  # drawn only when enabled: other settings' draws unchanged
             crop = h264(crop, int(rng.integers(self.h264_crf[0], self.h264_crf[1] + 1)))
         return np.ascontiguousarray(crop), seam
+
+
+def sensor_noise(crop: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise of `sigma` grey levels, mostly shared by the channels (brightness noise) with a third as
+    much in each channel alone (colour noise), as a demosaiced camera frame carries."""
+    height, width = crop.shape[:2]
+    noise = rng.normal(0.0, sigma, (height, width, 1)) + rng.normal(0.0, sigma / 3, (height, width, 3))
+    return np.clip(crop + noise, 0, 255).astype(np.uint8)
 
 
 def jitter_colour(

@@ -472,7 +472,7 @@ def fit(
         train=True,
         fakes=params.fakes,
         seed=params.seed,
-        degrade=Degrade(h264=params.h264, sharpen=params.sharpen),
+        degrade=Degrade(h264=params.h264, sharpen=params.sharpen, noise=params.noise),
         blend=SelfBlend(sharpen=params.blend_sharpen, mask_bend=params.mask_bend),
         swap=params.swap,
         rendered=params.rendered,
