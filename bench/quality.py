@@ -9,8 +9,9 @@ Sets (from ../shared/data):
 Per set: video AUC with a bootstrap 95% interval, AUC per family (each family's fakes against all the set's
 reals), fakes scored above their own original (of the pairs), log loss of the calibrated P(fake) and the
 constant-prior log loss it must beat, accuracy at the model's own threshold, videos without a face; with
---train also how far sharpening moves real faces' scores (dev-videos' reals: enhanced fakes must not pass as
-real). Rows per video go to bench/out/quality/<set>.csv, the summary to bench/out/quality/summary.json.
+--train also how far sharpening and camera noise move real faces' scores (dev-videos' reals: enhanced fakes must
+not pass as real, and a source's noise must not set its score). Rows per video go to bench/out/quality/<set>.csv,
+the summary to bench/out/quality/summary.json.
 
     python bench/quality.py [--model models:/deepfake-detector@champion] [--sets dev,ffpp,heads] [--project .]
 
@@ -271,22 +272,30 @@ def score_crops(
     return table.merge(videos[["file", "p_fake"]], on="file", how="left"), frames
 
 
-def sharpened_shift(model, faces: pd.DataFrame, faces_dir: Path, config) -> float:
-    """Median change of real faces' fake logit when each face is sharpened as face enhancers and talking-head
-    generators leave faces (unsharp mask by `evaluate.sharpen`, the evaluate stage's robustness amount): near 0
-    for a model that does not read sharpness as realness; strongly negative means an enhanced fake passes as
-    real (up to 600 faces, evenly spread)."""
+def real_shifts(model, faces: pd.DataFrame, faces_dir: Path, config) -> dict[str, float]:
+    """Median change of real faces' fake logit when each face is changed in a way that says nothing of a fake (up to
+    600 faces, evenly spread; near 0 for a model that does not read these as realness or fakeness):
+    `sharpened_shift`, sharpened as face enhancers and talking-head generators leave faces (unsharp mask by
+    `evaluate.sharpen`, the evaluate stage's robustness amount; strongly negative means an enhanced fake passes as
+    real); `noise3_shift` and `noise8_shift`, with camera noise of 3 and 8 grey levels (cameras differ in noise by
+    that much, so a large shift gives every source its own offset)."""
     from deepfake.evaluation.evaluate import crop_logits
     from deepfake.images import sharpen
+    from deepfake.model.augment import sensor_noise
 
     reals = faces[faces["label"] == "REAL"]
     reals = reals.iloc[np.linspace(0, len(reals) - 1, min(len(reals), 600)).astype(int)]
     crops, size = list(reals["crop"]), config.model.input_size
     clean = crop_logits(model, crops, faces_dir, size, config.evaluate)
-    sharp = crop_logits(
-        model, crops, faces_dir, size, config.evaluate, lambda crop: sharpen(crop, config.evaluate.sharpen)
-    )
-    return round(float(np.median(sharp - clean)), 3)
+    changes = {
+        "sharpened_shift": lambda crop: sharpen(crop, config.evaluate.sharpen),
+        "noise3_shift": lambda crop: sensor_noise(crop, 3.0, np.random.default_rng(0)),
+        "noise8_shift": lambda crop: sensor_noise(crop, 8.0, np.random.default_rng(0)),
+    }
+    return {
+        name: round(float(np.median(crop_logits(model, crops, faces_dir, size, config.evaluate, change) - clean)), 3)
+        for name, change in changes.items()
+    }
 
 
 def frames_fake_above_original(scored: pd.DataFrame, frames: pd.DataFrame | None) -> dict | None:
@@ -426,8 +435,8 @@ def train_and_score(args) -> None:
             write_csv(per_set[name][0].drop(columns="path"), out / f"seed{seed}.{name}.csv")
         if len(per_set) > 1:
             per_set["pooled"] = (pooled([scored for scored, _ in per_set.values()]), None)
-        shift = sharpened_shift(result.model, *crops["dev"], config) if "dev" in crops else None
-        summary["seeds"][str(seed)]["sharpened_shift"] = shift
+        shifts = real_shifts(result.model, *crops["dev"], config) if "dev" in crops else {}
+        summary["seeds"][str(seed)].update(shifts)
         for name, (scored, frames) in per_set.items():
             result_set = summarise(scored, calibration[1], frames)
             summary["seeds"][str(seed)][name] = result_set
@@ -448,7 +457,7 @@ def train_and_score(args) -> None:
                     "temperature": calibration[0],
                     "threshold": calibration[1],
                     "accuracy_at_threshold": result_set["accuracy_at_threshold"],
-                    "sharpened_shift": shift,
+                    **shifts,
                     "best_epoch": result.best_epoch,
                     "kept": result.kept,
                     "val_blend_auc": result.validation["val_blend_auc"],

@@ -149,3 +149,25 @@ def test_a_second_training_run_is_refused_while_one_holds_the_crop_cache(quality
                 pass
     with quality.cache_lock(cache):  # released when the first run ends
         assert (cache / ".lock").read_text() == str(os.getpid())
+
+
+def test_real_faces_shifts_are_measured_against_the_same_faces_unchanged(quality, tmp_path):
+    import cv2
+    import numpy as np
+
+    from deepfake.config import Config
+
+    class FineDetail:
+        """A face classifier whose fake logit is the face's fine detail: sharpening and noise both raise it."""
+
+        def face_logits(self, images, size, batch_size=16, flip=False):
+            return np.array([cv2.Laplacian(cv2.cvtColor(i, cv2.COLOR_BGR2GRAY), cv2.CV_64F).std() for i in images])
+
+    yy, xx = np.mgrid[:96, :96]
+    face = np.dstack([(128 + 60 * np.sin(xx / 9.0) * np.cos(yy / 13.0)).astype(np.uint8)] * 3)
+    for name in ("a.jpg", "b.jpg"):
+        cv2.imwrite(str(tmp_path / name), face)
+    faces = pd.DataFrame({"crop": ["a.jpg", "b.jpg", "b.jpg"], "label": ["REAL", "REAL", "FAKE"]})
+    shifts = quality.real_shifts(FineDetail(), faces, tmp_path, Config())
+    assert set(shifts) == {"sharpened_shift", "noise3_shift", "noise8_shift"}
+    assert 0 < shifts["sharpened_shift"] and 0 < shifts["noise3_shift"] < shifts["noise8_shift"]
