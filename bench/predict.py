@@ -1,5 +1,5 @@
 """Benchmark of `deepfake predict`: a real 1080p H.264 DFDC clip from the shared set and a generated 10 s
-1080p clip, the same 32 frames each, and peak memory on a 10-minute 1080p video.
+1080p clip, the same frames each (`frames.per_video`, 16 by default), and peak memory on a 10-minute 1080p video.
 
 Measures, in one run on the same machine, per clip:
   1. the detector's whole path as configured by default (MTCNN and the classifier on ONNX Runtime, whole-frame
@@ -258,7 +258,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "models/model.pt"))
     parser.add_argument("--backbone", default="efficientnet_lite0")
-    parser.add_argument("--per-video", type=int, default=32)
+    parser.add_argument("--per-video", type=int, default=FrameSampling().per_video)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--skip-long", action="store_true", help="skip the 10-minute peak-memory run")
     parser.add_argument("--out", default=str(ROOT / "bench/out/predict"))

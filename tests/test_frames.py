@@ -147,8 +147,8 @@ def test_invalid_sampling_is_rejected(kwargs, field):
 
 
 def test_default_sampling():
-    assert FrameSampling() == FrameSampling(per_video=32, per_second=None)
-    assert len(sample_frame_indices(300, 30.0, FrameSampling())) == 32
+    assert FrameSampling() == FrameSampling(per_video=16, per_second=None)
+    assert len(sample_frame_indices(300, 30.0, FrameSampling())) == 16
 
 
 # ---------------------------------------------------------------- read_frames
