@@ -283,47 +283,48 @@ def test_h264_degradation_is_shared_by_the_pair_and_deterministic(faces):
     assert not torch.equal(real, plain[0][0][0])  # the codec changed the pixels
 
 
-def test_sharpening_is_shared_by_the_pair_and_adds_detail(faces):
+ONLY = dict(flip=0.0, colour=0.0, jpeg=0.0, rescale=0.0, shift=0.0)  # every other degradation off
+
+
+def degraded_alike(faces, **setting):
+    """The first training face and its (unblended) pseudo-fake as degraded by `setting` alone, the face drawn
+    again, and its crop as stored."""
     import cv2
 
     from deepfake.model.augment import Degrade
 
     table, faces_dir = faces
     rows = training_rows(table, TINY, "train")
-    only_sharpen = dict(flip=0.0, colour=0.0, jpeg=0.0, rescale=0.0, shift=0.0)
     dataset = FaceCrops(
-        rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, degrade=Degrade(sharpen=1.0, **only_sharpen)
+        rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, degrade=Degrade(**setting, **ONLY)
     )
     dataset.blend = Unblended()
     (real, _), (fake, _) = dataset[0]
-    assert torch.equal(real, fake) and torch.equal(real, dataset[0][0][0])  # alike within the pair, and seeded
-    crop = cv2.imread(str(faces_dir / rows["crop"][0]))
-    sharpened = Degrade(sharpen=1.0, **only_sharpen)(crop, np.random.default_rng(0))
+    return real, fake, dataset[0][0][0], cv2.imread(str(faces_dir / rows["crop"][0]))
+
+
+def test_sharpening_is_shared_by_the_pair_and_adds_detail(faces):
+    import cv2
+
+    from deepfake.model.augment import Degrade
+
+    real, fake, again, crop = degraded_alike(faces, sharpen=1.0)
+    assert torch.equal(real, fake) and torch.equal(real, again)  # alike within the pair, and seeded
+    sharpened = Degrade(sharpen=1.0, **ONLY)(crop, np.random.default_rng(0))
 
     def detail(image):
         return cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()
 
     assert detail(sharpened) > 1.2 * detail(crop)
-    assert np.array_equal(Degrade(**only_sharpen)(crop, np.random.default_rng(0)), crop)  # off: untouched
+    assert np.array_equal(Degrade(**ONLY)(crop, np.random.default_rng(0)), crop)  # off: untouched
 
 
 def test_camera_noise_is_shared_by_the_pair_and_sized_by_sigma(faces):
-    import cv2
-
     from deepfake.model.augment import Degrade, sensor_noise
 
-    table, faces_dir = faces
-    rows = training_rows(table, TINY, "train")
-    only_noise = dict(flip=0.0, colour=0.0, jpeg=0.0, rescale=0.0, shift=0.0)
-    dataset = FaceCrops(
-        rows, faces_dir, size=64, train=True, fakes="self_blend", seed=0, degrade=Degrade(noise=1.0, **only_noise)
-    )
-    dataset.blend = Unblended()
-    (real, _), (fake, _) = dataset[0]
-    assert torch.equal(real, fake) and torch.equal(real, dataset[0][0][0])  # the same noise on both, and seeded
-    crop = cv2.imread(str(faces_dir / rows["crop"][0]))
-    assert not np.array_equal(Degrade(noise=1.0, **only_noise)(crop, np.random.default_rng(0)), crop)
-    assert np.array_equal(Degrade(**only_noise)(crop, np.random.default_rng(0)), crop)  # off: untouched
+    real, fake, again, crop = degraded_alike(faces, noise=1.0)
+    assert torch.equal(real, fake) and torch.equal(real, again)  # the same noise on both, and seeded
+    assert not np.array_equal(Degrade(noise=1.0, **ONLY)(crop, np.random.default_rng(0)), crop)
     grey = np.full((128, 128, 3), 128, np.uint8)
     for sigma in (2.0, 6.0):
         noisy = sensor_noise(grey, sigma, np.random.default_rng(1)).astype(float) - 128
